@@ -236,7 +236,9 @@ pub async fn publish_all(js: &jetstream::Context, msgs: &[Outgoing]) -> Result<(
     for m in msgs {
         acks.push(m.send(js).await?);
     }
-    for ack in futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+    for ack in
+        futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
+    {
         ack.map_err(nats)?;
     }
     Ok(())

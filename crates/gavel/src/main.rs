@@ -1,1 +1,254 @@
-fn main() {}
+//! `gavel`: the command line. Each subcommand wires the service libraries together; no rules
+//! live here. See PROTOCOL.md ("Command line and configuration").
+
+mod bench;
+mod telemetry;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "gavel",
+    version,
+    about = "Daily live car auctions: the Gavel backend"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the servers are.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// NATS server(s), comma-separated.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Postgres.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/gavel"
+    )]
+    pub database_url: String,
+    /// Partitions of BIDS; fixed once the stream exists.
+    #[arg(long, env = "GAVEL_PARTITIONS", default_value_t = 16)]
+    pub partitions: u32,
+}
+
+impl Conn {
+    pub fn partitions(&self) -> anyhow::Result<u16> {
+        Ok(schemas::subjects::check_partitions(self.partitions)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply database migrations and create the NATS streams.
+    Migrate {
+        #[command(flatten)]
+        conn: Conn,
+        /// Stream replicas (3 on a NATS cluster).
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Run the bidder: the ordered judge of bids, one consumer per partition it holds.
+    Bidder {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        opts: BidderOpts,
+    },
+    /// Print NATS messages on a subject as JSON lines (decodes Gavel's MessagePack).
+    Tail {
+        /// Subject or wildcard, e.g. `auction.>` or `bids.3.*`.
+        subject: String,
+        /// NATS server(s).
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Load generators and their reports.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (e.g. the first admin).
+    Add {
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/gavel"
+        )]
+        database_url: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        name: String,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+        /// Mark the user verified (allowed to bid).
+        #[arg(long)]
+        verified: bool,
+    },
+}
+
+/// Bidder tuning.
+#[derive(Args, Clone, Debug)]
+pub struct BidderOpts {
+    /// Serve only these partitions (comma-separated); default: compete for all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<u16>>,
+    /// Lease time-to-live in ms: how long a standby waits after an owner dies.
+    #[arg(long, env = "GAVEL_LEASE_TTL_MS", default_value_t = 10_000)]
+    pub lease_ttl_ms: u64,
+    /// Most commands decided in one transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_max: usize,
+}
+
+impl BidderOpts {
+    pub fn config(&self, partitions: u16) -> bidder::Config {
+        let mut c = bidder::Config::new(partitions);
+        c.only = self.only.clone();
+        c.lease_ttl = Duration::from_millis(self.lease_ttl_ms.max(300));
+        c.batch_max = self.batch_max.max(1);
+        c
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init();
+    match cli.command {
+        Command::Migrate { conn, replicas } => {
+            migrate(&conn, replicas).await?;
+            println!("migrations applied and streams ready");
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    database_url,
+                    email,
+                    password,
+                    name,
+                    admin,
+                    verified,
+                },
+        } => {
+            if !(8..=128).contains(&password.chars().count()) {
+                anyhow::bail!("a password has 8 to 128 characters");
+            }
+            let pool = store::connect(&database_url, 2).await?;
+            let hash = tokio::task::spawn_blocking(move || store::users::hash_password(&password))
+                .await??;
+            let user = store::users::create_user(&pool, &email, &hash, &name, admin, verified)
+                .await
+                .map_err(|e| match e {
+                    store::StoreError::Conflict(_) => anyhow::anyhow!("{email} is in use already"),
+                    store::StoreError::Constraint(_) => {
+                        anyhow::anyhow!("{email} is not an email address")
+                    }
+                    other => other.into(),
+                })?;
+            println!(
+                "{}",
+                serde_json::json!({"id": user.id, "email": user.email, "name": user.name, "role": user.role, "verified": user.verified})
+            );
+        }
+        Command::Bidder { conn, opts } => {
+            let partitions = conn.partitions()?;
+            let nats = bus::connect(&conn.nats_url, "gavel-bidder").await?;
+            let pool = store::connect(&conn.database_url, 8).await?;
+            let shutdown = shutdown_on_signal();
+            bidder::run(opts.config(partitions), nats, pool, shutdown).await?;
+        }
+        Command::Tail {
+            subject,
+            nats_url,
+            count,
+        } => tail(&nats_url, &subject, count).await?,
+        Command::Bench { command } => bench::run(command).await?,
+    }
+    Ok(())
+}
+
+/// Database, then streams: everything a service needs to exist before it starts.
+pub async fn migrate(conn: &Conn, replicas: usize) -> anyhow::Result<()> {
+    store::ensure_database(&conn.database_url)
+        .await
+        .with_context(|| format!("creating the database of {}", conn.database_url))?;
+    let pool = store::connect(&conn.database_url, 2).await?;
+    store::migrate(&pool).await?;
+    let nats = bus::connect(&conn.nats_url, "gavel-migrate").await?;
+    let js = bus::jetstream(nats);
+    bus::ensure_streams(&js, conn.partitions()?, replicas).await?;
+    Ok(())
+}
+
+async fn tail(url: &str, subject: &str, count: Option<usize>) -> anyhow::Result<()> {
+    let client = bus::connect(url, "gavel-tail").await?;
+    let mut sub = client.subscribe(subject.to_owned()).await?;
+    client.flush().await?;
+    eprintln!("tailing {subject}");
+    let mut seen = 0;
+    while let Some(msg) = sub.next().await {
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let data = schemas::nats::to_json(msg.subject.as_str(), &msg.payload).unwrap_or_else(
+            |e| serde_json::json!({ "undecodable": e.to_string(), "bytes": msg.payload.len() }),
+        );
+        let line = serde_json::json!({
+            "subject": msg.subject.as_str(),
+            "type": header(schemas::nats::headers::GAVEL_TYPE),
+            "msg_id": header(schemas::nats::headers::NATS_MSG_ID),
+            "traceparent": header(schemas::nats::headers::TRACEPARENT),
+            "data": data,
+        });
+        println!("{line}");
+        seen += 1;
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A token cancelled on SIGTERM or Ctrl-C: services drain, then exit.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}

@@ -202,8 +202,8 @@ pub enum FrameError {
 
 /// Parses one client text frame. Never panics, whatever the input (fuzzed).
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| FrameError::BadFrame(format!("not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| FrameError::BadFrame(format!("not JSON: {e}")))?;
     let Value::Object(obj) = &value else {
         return Err(FrameError::BadFrame("a frame is a JSON object".into()));
     };
@@ -378,7 +378,10 @@ mod tests {
             message: "m".into(),
         };
         let v = serde_json::to_value(&f).unwrap();
-        assert_eq!(v, json!({"type":"error","code":"not_subscribed","message":"m"}));
+        assert_eq!(
+            v,
+            json!({"type":"error","code":"not_subscribed","message":"m"})
+        );
         let p = ServerFrame::Pong {
             t: json!(1),
             server_time: 2,

@@ -302,10 +302,7 @@ mod tests {
             idem: "k1".into(),
             sent_at: 1,
         }));
-        round_trip(BidCommand::Open {
-            lot_id,
-            ends_at: 5,
-        });
+        round_trip(BidCommand::Open { lot_id, ends_at: 5 });
         round_trip(BidCommand::Hammer {
             lot_id,
             expected_version: 9,

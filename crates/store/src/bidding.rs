@@ -609,3 +609,35 @@ pub async fn accepted_bids(pool: &PgPool, lot: LotId) -> Result<Vec<BidRecord>, 
     .map(bid_from_row)
     .collect()
 }
+
+/// The committed position of a held lease: `(applied_seq, announced_seq)`. `Fenced` when the
+/// lease changed hands. Used after a failed commit whose outcome is unknown.
+pub async fn lease_position(pool: &PgPool, lease: &Lease) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query(
+        "SELECT applied_seq, announced_seq FROM partition_leases WHERE partition = $1 AND epoch = $2",
+    )
+    .bind(lease.partition)
+    .bind(lease.epoch)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(r) => Ok((r.try_get("applied_seq")?, r.try_get("announced_seq")?)),
+        None => Err(StoreError::Fenced),
+    }
+}
+
+/// How many of these lots are in `state` (waiting for a lifecycle command to land).
+pub async fn count_in_state(
+    pool: &PgPool,
+    ids: &[LotId],
+    state: LotState,
+) -> Result<i64, StoreError> {
+    let ids: Vec<Uuid> = ids.iter().map(|l| l.0).collect();
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM lots WHERE id = ANY($1) AND state = $2")
+            .bind(&ids)
+            .bind(state.as_str())
+            .fetch_one(pool)
+            .await?,
+    )
+}

@@ -40,7 +40,11 @@ pub struct NewLot {
 }
 
 /// Creates a vendor.
-pub async fn create_vendor(pool: &PgPool, name: &str, contact: &str) -> Result<VendorId, StoreError> {
+pub async fn create_vendor(
+    pool: &PgPool,
+    name: &str,
+    contact: &str,
+) -> Result<VendorId, StoreError> {
     let id = VendorId::new();
     sqlx::query("INSERT INTO vendors (id, name, contact) VALUES ($1, $2, $3)")
         .bind(id.0)
@@ -123,11 +127,12 @@ pub async fn add_lot(pool: &PgPool, l: &NewLot) -> Result<LotId, StoreError> {
 /// draft → scheduled, for the event and its draft lots.
 pub async fn schedule_event(pool: &PgPool, id: EventId) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    let n = sqlx::query("UPDATE events SET status = 'scheduled' WHERE id = $1 AND status = 'draft'")
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n =
+        sqlx::query("UPDATE events SET status = 'scheduled' WHERE id = $1 AND status = 'draft'")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     if n == 0 {
         return Err(StoreError::Conflict("events_status".into()));
     }

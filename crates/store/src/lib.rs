@@ -12,9 +12,9 @@ pub mod error;
 pub mod users;
 
 pub use error::StoreError;
+pub use sqlx::PgPool;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -50,7 +50,11 @@ pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
     let Some(name) = opts.get_database().map(str::to_owned) else {
         return Ok(());
     };
-    let mut admin = opts.database("postgres").connect().await.map_err(StoreError::internal)?;
+    let mut admin = opts
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(StoreError::internal)?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)

@@ -1,0 +1,494 @@
+//! One partition's loop: take the lease, (re)create the consumer at the last announced position,
+//! then batch after batch: decide in stream order, commit, announce, ack.
+//!
+//! Messages at or below the committed position are replays (the previous owner died between
+//! commit and ack): their recorded outcome is announced again under the same message ids, never
+//! decided again. A bid whose (user, idem) already has a decision gets that first answer.
+
+use crate::announce;
+use crate::decide::{decide_bid, decide_command, Lifecycle};
+use crate::Config;
+use async_nats::jetstream::{self, consumer, Message};
+use bus::Outgoing;
+use futures::{FutureExt, StreamExt};
+use schemas::frames::BidStatus;
+use schemas::nats::{BidCommand, NatsMessage};
+use schemas::subjects as subj;
+use schemas::{LotId, Partition, UserId};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use store::bidding::{self as db, BidRecord, CommandRecord, Lease, LotRecord, LotUpdate};
+use store::PgPool;
+use store::StoreError;
+use tokio_util::sync::CancellationToken;
+
+/// Why serving a partition stopped.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("shutting down")]
+    Shutdown,
+    #[error("lease lost to another owner")]
+    Fenced,
+    #[error("{0}")]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Fenced => Stop::Fenced,
+            other => Stop::Failed(other.into()),
+        }
+    }
+}
+
+/// A command as read from the stream.
+struct Item {
+    seq: i64,
+    cmd: Option<BidCommand>,
+    traceparent: Option<String>,
+}
+
+/// Serves one partition while it holds the lease.
+pub struct Worker {
+    partition: Partition,
+    config: Config,
+    js: jetstream::Context,
+    pool: PgPool,
+    lots: HashMap<LotId, LotRecord>,
+    verified: HashSet<UserId>,
+    applied_seq: i64,
+    announced_seq: i64,
+    announced_in_db: i64,
+}
+
+fn ttl_ms(c: &Config) -> i64 {
+    c.lease_ttl.as_millis() as i64
+}
+
+impl Worker {
+    /// A worker for partition `p`.
+    pub fn new(partition: Partition, config: Config, js: jetstream::Context, pool: PgPool) -> Self {
+        Self {
+            partition,
+            config,
+            js,
+            pool,
+            lots: HashMap::new(),
+            verified: HashSet::new(),
+            applied_seq: 0,
+            announced_seq: 0,
+            announced_in_db: 0,
+        }
+    }
+
+    /// Competes for the lease until `shutdown`; serves while holding it.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let p = self.partition.get();
+        let standby = self.config.lease_ttl / 4;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let lease = match db::acquire_lease(
+                &self.pool,
+                i32::from(p),
+                &self.config.owner,
+                ttl_ms(&self.config),
+            )
+            .await
+            {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(standby) => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot take lease, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            tracing::info!(
+                partition = p,
+                epoch = lease.epoch,
+                applied = lease.applied_seq,
+                announced = lease.announced_seq,
+                "partition lease taken"
+            );
+            match self.serve(lease, &shutdown).await {
+                Stop::Shutdown => {
+                    if let Err(e) = db::release_lease(&self.pool, &lease).await {
+                        tracing::warn!(partition = p, error = %e, "lease not released");
+                    }
+                    tracing::info!(partition = p, "partition released");
+                    return;
+                }
+                Stop::Fenced => {
+                    tracing::warn!(partition = p, "partition lease lost to another owner")
+                }
+                Stop::Failed(e) => {
+                    tracing::error!(partition = p, error = %format!("{e:#}"), "partition stopped, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self, lease: Lease, shutdown: &CancellationToken) -> Stop {
+        self.lots.clear();
+        self.verified.clear();
+        self.applied_seq = lease.applied_seq;
+        self.announced_seq = lease.announced_seq;
+        self.announced_in_db = lease.announced_seq;
+        let consumer = match self.consumer_from(lease.announced_seq + 1).await {
+            Ok(c) => c,
+            Err(e) => return Stop::Failed(e),
+        };
+        let mut messages = match consumer
+            .stream()
+            .max_messages_per_batch(self.config.batch_max)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => return Stop::Failed(e.into()),
+        };
+        let mut renew = tokio::time::interval(self.config.lease_ttl / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Stop::Shutdown,
+                _ = renew.tick() => {
+                    if let Err(e) = self.renew(&lease).await {
+                        return e;
+                    }
+                }
+                next = messages.next() => {
+                    let first = match next {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            tracing::warn!(partition = self.partition.get(), error = %e, "consumer hiccup");
+                            continue;
+                        }
+                        None => return Stop::Failed(anyhow::anyhow!("consumer stream ended")),
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < self.config.batch_max {
+                        match messages.next().now_or_never() {
+                            Some(Some(Ok(m))) => batch.push(m),
+                            _ => break,
+                        }
+                    }
+                    if let Err(stop) = self.process(&lease, batch, shutdown).await {
+                        return stop;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes and recreates `bidder-p<N>` so delivery restarts exactly after what was
+    /// announced, whatever the previous owner left pending.
+    async fn consumer_from(&self, start: i64) -> anyhow::Result<consumer::PullConsumer> {
+        let stream = self.js.get_stream(subj::STREAM_BIDS).await?;
+        let name = format!("bidder-p{}", self.partition);
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::debug!(consumer = %name, error = %e, "no consumer to delete");
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name),
+                description: Some(format!("Gavel bidder, partition {}", self.partition)),
+                filter_subject: subj::bids_partition(self.partition),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start.max(1) as u64,
+                },
+                ack_policy: consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 20_000,
+                ..Default::default()
+            })
+            .await?;
+        Ok(consumer)
+    }
+
+    async fn renew(&mut self, lease: &Lease) -> Result<(), Stop> {
+        let ttl = ttl_ms(&self.config);
+        let r = if self.announced_seq > self.announced_in_db {
+            db::set_announced(&self.pool, lease, self.announced_seq).await
+        } else {
+            Ok(())
+        };
+        match r.and(db::renew_lease(&self.pool, lease, ttl).await) {
+            Ok(()) => {
+                self.announced_in_db = self.announced_in_db.max(self.announced_seq);
+                Ok(())
+            }
+            Err(StoreError::Fenced) => Err(Stop::Fenced),
+            Err(e) => {
+                // Postgres away: keep going, the next commit or renewal will tell.
+                tracing::warn!(partition = self.partition.get(), error = %e, "lease renewal failed");
+                Ok(())
+            }
+        }
+    }
+
+    async fn process(
+        &mut self,
+        lease: &Lease,
+        batch: Vec<Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let items: Vec<Item> = batch.iter().map(|m| self.read(m)).collect();
+        let last_seq = items.iter().map(|i| i.seq).max().unwrap_or(0);
+        let mut delay = Duration::from_millis(50);
+        let outgoing = loop {
+            match self.decide_and_commit(lease, &items).await {
+                Ok(out) => break out,
+                Err(StoreError::Fenced) => return Err(Stop::Fenced),
+                Err(e) => {
+                    tracing::warn!(partition = self.partition.get(), error = %e, "batch not committed, retrying");
+                    // Forget what this batch decided in memory, and learn whether the commit
+                    // happened after all (its answer may be what was lost).
+                    self.lots.clear();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(Stop::Shutdown),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                    match db::lease_position(&self.pool, lease).await {
+                        Ok((applied, _)) => self.applied_seq = self.applied_seq.max(applied),
+                        Err(StoreError::Fenced) => return Err(Stop::Fenced),
+                        Err(_) => {}
+                    }
+                }
+            }
+        };
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = bus::publish_all(&self.js, &outgoing).await {
+            tracing::warn!(partition = self.partition.get(), error = %e, "announcements not confirmed, retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        if let Some(last) = batch.last() {
+            // AckPolicy::All: acking the last acks the whole batch.
+            if let Err(e) = last.ack().await {
+                tracing::warn!(partition = self.partition.get(), error = %e, "ack failed; the batch will be replayed");
+            }
+        }
+        self.announced_seq = self.announced_seq.max(last_seq);
+        Ok(())
+    }
+
+    fn read(&self, m: &Message) -> Item {
+        let seq = m.info().map(|i| i.stream_sequence as i64).unwrap_or(0);
+        let cmd = match BidCommand::decode(&m.payload) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(partition = self.partition.get(), seq, error = %e, "undecodable command skipped");
+                None
+            }
+        };
+        Item {
+            seq,
+            cmd,
+            traceparent: bus::traceparent_of(m.headers.as_ref()).map(|t| t.to_string()),
+        }
+    }
+
+    /// Decides every new command of the batch in order and commits; returns what to announce
+    /// (including the recorded outcomes of replayed messages).
+    async fn decide_and_commit(
+        &mut self,
+        lease: &Lease,
+        items: &[Item],
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        let applied = self.applied_seq;
+        let is_new = |i: &Item| i.seq > applied;
+
+        // Everything the decisions need, in a few queries per batch.
+        let mut need_lots: Vec<LotId> = Vec::new();
+        let mut need_users: Vec<UserId> = Vec::new();
+        let mut keys: Vec<(UserId, String)> = Vec::new();
+        let mut replay_seqs: Vec<i64> = Vec::new();
+        for i in items {
+            let Some(cmd) = &i.cmd else { continue };
+            let lot = cmd.lot_id();
+            let lifecycle = !matches!(cmd, BidCommand::PlaceBid(_));
+            if !self.lots.contains_key(&lot) || (lifecycle && is_new(i)) {
+                need_lots.push(lot);
+            }
+            if !is_new(i) {
+                replay_seqs.push(i.seq);
+            }
+            if let BidCommand::PlaceBid(b) = cmd {
+                keys.push((b.user_id, b.idem.clone()));
+                if is_new(i) && !self.verified.contains(&b.user_id) {
+                    need_users.push(b.user_id);
+                }
+            }
+        }
+        if !need_lots.is_empty() {
+            need_lots.sort();
+            need_lots.dedup();
+            for l in db::load_lots(&self.pool, &need_lots).await? {
+                self.lots.insert(l.id, l);
+            }
+        }
+        if !need_users.is_empty() {
+            need_users.sort();
+            need_users.dedup();
+            self.verified
+                .extend(db::verified_users(&self.pool, &need_users).await?);
+        }
+        let mut by_key: HashMap<(UserId, String), BidRecord> = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            db::bids_by_idem(&self.pool, &keys)
+                .await?
+                .into_iter()
+                .map(|b| ((b.user_id, b.idem.clone()), b))
+                .collect()
+        };
+        let (replayed_bids, replayed_cmds): (HashMap<i64, BidRecord>, HashMap<i64, CommandRecord>) =
+            if replay_seqs.is_empty() {
+                (HashMap::new(), HashMap::new())
+            } else {
+                let (b, c) = db::decisions_by_seq(&self.pool, &replay_seqs).await?;
+                (
+                    b.into_iter().map(|r| (r.stream_seq, r)).collect(),
+                    c.into_iter().map(|r| (r.stream_seq, r)).collect(),
+                )
+            };
+
+        let now = schemas::now_ms();
+        let mut out = Vec::with_capacity(items.len() * 2);
+        let mut batch = db::Batch {
+            announced_seq: self.announced_seq,
+            ..Default::default()
+        };
+        let mut touched: Vec<(LotId, i64)> = Vec::new();
+        for i in items {
+            batch.applied_seq = batch.applied_seq.max(i.seq);
+            let Some(cmd) = &i.cmd else { continue };
+            if !is_new(i) {
+                match cmd {
+                    BidCommand::PlaceBid(b) => {
+                        if let Some(rec) = replayed_bids.get(&i.seq) {
+                            announce::for_bid(rec, self.lots.get(&rec.lot_id), &mut out);
+                        } else if let Some(first) = by_key.get(&(b.user_id, b.idem.clone())) {
+                            out.push(announce::bid_result(first, i.seq, trace_of(i)));
+                        }
+                    }
+                    _ => {
+                        if let (Some(rec), Some(lot)) =
+                            (replayed_cmds.get(&i.seq), self.lots.get(&cmd.lot_id()))
+                        {
+                            announce::for_command(rec, lot, &mut out);
+                        }
+                    }
+                }
+                continue;
+            }
+            match cmd {
+                BidCommand::PlaceBid(b) => {
+                    let key = (b.user_id, b.idem.clone());
+                    if let Some(first) = by_key.get(&key) {
+                        // A retry: the first answer, again.
+                        out.push(announce::bid_result(first, i.seq, trace_of(i)));
+                        continue;
+                    }
+                    let verified = self.verified.contains(&b.user_id);
+                    let tp = i
+                        .traceparent
+                        .clone()
+                        .or_else(|| Some(schemas::trace::TraceParent::new_root().to_string()));
+                    let rec = decide_bid(self.lots.get_mut(&b.lot_id), b, verified, now, i.seq, tp);
+                    if rec.status == BidStatus::Accepted {
+                        touched.push((b.lot_id, i.seq));
+                    }
+                    announce::for_bid(&rec, self.lots.get(&b.lot_id), &mut out);
+                    by_key.insert(key, rec.clone());
+                    batch.bids.push(rec);
+                }
+                other => {
+                    let lot_id = other.lot_id();
+                    let lc = match *other {
+                        BidCommand::Open { ends_at, .. } => Lifecycle::Open { ends_at },
+                        BidCommand::Hammer {
+                            expected_version, ..
+                        } => Lifecycle::Hammer { expected_version },
+                        BidCommand::Pause { .. } => Lifecycle::Pause,
+                        BidCommand::Resume { .. } => Lifecycle::Resume,
+                        BidCommand::Cancel { .. } => Lifecycle::Cancel,
+                        BidCommand::PlaceBid(_) => unreachable!("handled above"),
+                    };
+                    let tp = i
+                        .traceparent
+                        .clone()
+                        .or_else(|| Some(schemas::trace::TraceParent::new_root().to_string()));
+                    let (rec, settlement) =
+                        decide_command(lot_id, self.lots.get_mut(&lot_id), lc, now, i.seq, tp);
+                    if rec.applied {
+                        touched.push((lot_id, i.seq));
+                        if let Some(lot) = self.lots.get(&lot_id) {
+                            announce::for_command(&rec, lot, &mut out);
+                        }
+                    } else {
+                        tracing::debug!(lot = %lot_id, kind = ?rec.kind, "lifecycle command not applied");
+                    }
+                    batch.commands.push(rec);
+                    batch.settlements.extend(settlement);
+                }
+            }
+        }
+        let mut last_touch: HashMap<LotId, i64> = HashMap::new();
+        for (lot, seq) in touched {
+            last_touch.insert(lot, seq);
+        }
+        batch.lots = last_touch
+            .into_iter()
+            .filter_map(|(id, seq)| {
+                self.lots.get(&id).map(|l| LotUpdate {
+                    id,
+                    state: l.state,
+                    outcome: l.outcome,
+                    high: l.high,
+                    high_bidder: l.high_bidder,
+                    bid_count: l.bid_count,
+                    version: l.version,
+                    ends_at: l.ends_at,
+                    remaining_ms: l.remaining_ms,
+                    applied_seq: seq,
+                })
+            })
+            .collect();
+        if batch.applied_seq > self.applied_seq {
+            db::commit_batch(&self.pool, lease, ttl_ms(&self.config), &batch).await?;
+            self.applied_seq = batch.applied_seq;
+            self.announced_in_db = self.announced_in_db.max(batch.announced_seq);
+        }
+        Ok(out)
+    }
+}
+
+fn trace_of(i: &Item) -> schemas::trace::TraceParent {
+    i.traceparent
+        .as_deref()
+        .and_then(schemas::trace::TraceParent::parse)
+        .unwrap_or_else(schemas::trace::TraceParent::new_root)
+}

@@ -1,0 +1,12 @@
+//! Logging setup in one place: `RUST_LOG` (default `info`), human-readable lines on stderr.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
