@@ -30,6 +30,40 @@ pub struct Config {
     pub lease_ttl: Duration,
     /// Most commands decided in one transaction.
     pub batch_max: usize,
+    /// Fault injection for crash tests: abort the process at this point of the nth batch.
+    pub crash_at: Option<CrashAt>,
+}
+
+/// Where a crash test kills the bidder: a real `abort()`, no cleanup, no ack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashAt {
+    pub point: CrashPoint,
+    /// 1-based batch number within the process.
+    pub batch: u32,
+}
+
+/// A point between commit and ack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Decisions committed, nothing announced or acked.
+    AfterCommit,
+    /// Committed and announced, not acked.
+    AfterAnnounce,
+}
+
+impl std::str::FromStr for CrashAt {
+    type Err = String;
+    /// `after-commit:N` or `after-announce:N`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (point, n) = s.split_once(':').unwrap_or((s, "1"));
+        let point = match point {
+            "after-commit" => CrashPoint::AfterCommit,
+            "after-announce" => CrashPoint::AfterAnnounce,
+            other => return Err(format!("unknown crash point {other:?}")),
+        };
+        let batch = n.parse().map_err(|_| format!("bad batch number {n:?}"))?;
+        Ok(CrashAt { point, batch })
+    }
 }
 
 impl Config {
@@ -41,6 +75,7 @@ impl Config {
             owner: default_owner(),
             lease_ttl: Duration::from_secs(10),
             batch_max: 1000,
+            crash_at: None,
         }
     }
 }

@@ -60,6 +60,7 @@ pub struct Worker {
     applied_seq: i64,
     announced_seq: i64,
     announced_in_db: i64,
+    batches: u32,
 }
 
 fn ttl_ms(c: &Config) -> i64 {
@@ -79,6 +80,7 @@ impl Worker {
             applied_seq: 0,
             announced_seq: 0,
             announced_in_db: 0,
+            batches: 0,
         }
     }
 
@@ -275,6 +277,8 @@ impl Worker {
                 }
             }
         };
+        self.batches += 1;
+        self.maybe_crash(crate::CrashPoint::AfterCommit);
         let mut delay = Duration::from_millis(50);
         while let Err(e) = bus::publish_all(&self.js, &outgoing).await {
             tracing::warn!(partition = self.partition.get(), error = %e, "announcements not confirmed, retrying");
@@ -284,6 +288,7 @@ impl Worker {
             }
             delay = (delay * 2).min(Duration::from_secs(2));
         }
+        self.maybe_crash(crate::CrashPoint::AfterAnnounce);
         if let Some(last) = batch.last() {
             // AckPolicy::All: acking the last acks the whole batch.
             if let Err(e) = last.ack().await {
@@ -292,6 +297,18 @@ impl Worker {
         }
         self.announced_seq = self.announced_seq.max(last_seq);
         Ok(())
+    }
+
+    fn maybe_crash(&self, point: crate::CrashPoint) {
+        if let Some(c) = self.config.crash_at {
+            if c.point == point && c.batch == self.batches {
+                eprintln!(
+                    "crash test: aborting at {point:?} of batch {}",
+                    self.batches
+                );
+                std::process::abort();
+            }
+        }
     }
 
     fn read(&self, m: &Message) -> Item {

@@ -251,6 +251,9 @@ impl Model {
 const USERS: usize = 4;
 const T0: i64 = 1_700_000_000_000;
 
+/// Where the increment changes, in the test's own words.
+const BAND_EDGES: [i64; 5] = [usd(100), usd(500), usd(1_000), usd(5_000), usd(25_000)];
+
 #[derive(Clone, Debug)]
 struct Init {
     state: LotState,
@@ -269,6 +272,8 @@ struct Init {
 #[derive(Clone, Copy, Debug)]
 enum AmountPick {
     MinNext,
+    /// A band edge of the increment table, give or take a cent.
+    BandEdge(usize, i64),
     Above(i64),
     WayAbove(i64),
     Below(i64),
@@ -326,12 +331,13 @@ enum Step {
 
 fn init_strategy() -> impl Strategy<Value = Init> {
     let state = prop_oneof![
-        Just(LotState::Draft),
-        Just(LotState::Scheduled),
-        Just(LotState::Open),
-        Just(LotState::Paused),
+        1 => Just(LotState::Draft),
+        3 => Just(LotState::Scheduled),
+        5 => Just(LotState::Open),
+        2 => Just(LotState::Paused),
     ];
     let starting_price = prop_oneof![
+        (0..BAND_EDGES.len(), -1..=1i64).prop_map(|(i, d)| BAND_EDGES[i] + d),
         1..=300i64,
         9_800..=10_200i64,
         49_800..=50_200i64,
@@ -377,8 +383,9 @@ fn init_strategy() -> impl Strategy<Value = Init> {
 
 fn amount_strategy() -> impl Strategy<Value = AmountPick> {
     prop_oneof![
-        8 => Just(AmountPick::MinNext),
-        5 => (1..=20_000i64).prop_map(AmountPick::Above),
+        12 => Just(AmountPick::MinNext),
+        8 => (1..=20_000i64).prop_map(AmountPick::Above),
+        3 => (0..BAND_EDGES.len(), -1..=1i64).prop_map(|(i, d)| AmountPick::BandEdge(i, d)),
         2 => (1..=3_000_000i64).prop_map(AmountPick::WayAbove),
         3 => (1..=1_000i64).prop_map(AmountPick::Below),
         1 => Just(AmountPick::Zero),
@@ -399,7 +406,7 @@ fn seen_strategy() -> impl Strategy<Value = SeenPick> {
 
 fn idem_strategy() -> impl Strategy<Value = IdemPick> {
     prop_oneof![
-        20 => any::<u32>().prop_map(IdemPick::Plain),
+        50 => any::<u32>().prop_map(IdemPick::Plain),
         1 => Just(IdemPick::Empty),
         1 => Just(IdemPick::Chars64),
         1 => Just(IdemPick::Chars65),
@@ -410,13 +417,13 @@ fn idem_strategy() -> impl Strategy<Value = IdemPick> {
 
 fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
-        30 => (0..USERS, amount_strategy(), seen_strategy(), idem_strategy())
+        40 => (0..USERS, amount_strategy(), seen_strategy(), idem_strategy())
             .prop_map(|(user, amount, seen, idem)| Step::Bid { user, amount, seen, idem }),
         1 => (0..USERS, -10..=10_000_000i64)
             .prop_map(|(user, amount)| Step::BidUnknownLot { user, amount }),
         3 => (-5_000..=120_000i64).prop_map(|in_ms| Step::Open { in_ms }),
-        2 => Just(Step::Hammer(VersionPick::Current)),
-        2 => prop_oneof![-3..=-1i64, 1..=3i64].prop_map(|d| Step::Hammer(VersionPick::Off(d))),
+        1 => Just(Step::Hammer(VersionPick::Current)),
+        1 => prop_oneof![-3..=-1i64, 1..=3i64].prop_map(|d| Step::Hammer(VersionPick::Off(d))),
         3 => Just(Step::Pause),
         3 => Just(Step::Resume),
         1 => Just(Step::Cancel),
@@ -424,18 +431,41 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Time between steps: mostly short, sometimes long enough to run a clock out.
-fn dt_strategy() -> impl Strategy<Value = i64> {
+/// How time moves before a step.
+#[derive(Clone, Copy, Debug)]
+enum Dt {
+    By(i64),
+    /// To the lot's deadline, give or take a millisecond (never backwards).
+    ToDeadline(i64),
+    /// To where a bid's reset lands on the deadline, give or take a millisecond.
+    ToResetTie(i64),
+}
+
+/// Time between steps: mostly short, sometimes long enough to run a clock out, sometimes right
+/// at the deadline.
+fn dt_strategy() -> impl Strategy<Value = Dt> {
     prop_oneof![
-        6 => 0..=5_000i64,
-        1 => 0..=200_000i64,
+        12 => (0..=5_000i64).prop_map(Dt::By),
+        2 => (0..=200_000i64).prop_map(Dt::By),
+        1 => (-1..=1i64).prop_map(Dt::ToDeadline),
+        1 => (-1..=1i64).prop_map(Dt::ToResetTie),
     ]
+}
+
+fn advance(now: i64, dt: Dt, model: &Model) -> i64 {
+    match (dt, model.ends_at) {
+        (Dt::By(d), _) => now + d,
+        (Dt::ToDeadline(d), Some(e)) => now.max(e + d),
+        (Dt::ToResetTie(d), Some(e)) => now.max(e - model.reset_ms + d),
+        (Dt::ToDeadline(_) | Dt::ToResetTie(_), None) => now,
+    }
 }
 
 fn resolve_amount(pick: AmountPick, model: &Model) -> i64 {
     let min = model.min_next();
     match pick {
         AmountPick::MinNext => min,
+        AmountPick::BandEdge(i, d) => BAND_EDGES[i] + d,
         AmountPick::Above(d) | AmountPick::WayAbove(d) => min.saturating_add(d),
         AmountPick::Below(d) => min - d,
         AmountPick::Zero => 0,
@@ -490,7 +520,7 @@ fn allowed_transition(from: LotState, to: LotState) -> bool {
         )
 }
 
-fn run(init: Init, verified: Vec<bool>, steps: Vec<(i64, Step)>) -> Result<(), TestCaseError> {
+fn run(init: Init, verified: Vec<bool>, steps: Vec<(Dt, Step)>) -> Result<(), TestCaseError> {
     let users: Vec<UserId> = (0..=USERS).map(|_| UserId::new()).collect();
     let lot_id = LotId::new();
     let now0 = T0 + init.start;
@@ -542,7 +572,7 @@ fn run(init: Init, verified: Vec<bool>, steps: Vec<(i64, Step)>) -> Result<(), T
     let mut now = now0;
     let mut last_accepted = lot.high;
     for (i, (dt, step)) in steps.into_iter().enumerate() {
-        now += dt;
+        now = advance(now, dt, &model);
         let seq = 100 + i as i64;
         let trace = (i % 3 == 0).then(|| format!("00-{:032x}-{:016x}-01", i + 1, i + 1));
         let before = lot.clone();

@@ -122,6 +122,9 @@ pub struct BidderOpts {
     /// Most commands decided in one transaction.
     #[arg(long, default_value_t = 1000)]
     pub batch_max: usize,
+    /// Crash tests only: abort at `after-commit:N` or `after-announce:N` (Nth batch).
+    #[arg(long, hide = true)]
+    pub crash_at: Option<bidder::CrashAt>,
 }
 
 impl BidderOpts {
@@ -130,6 +133,7 @@ impl BidderOpts {
         c.only = self.only.clone();
         c.lease_ttl = Duration::from_millis(self.lease_ttl_ms.max(300));
         c.batch_max = self.batch_max.max(1);
+        c.crash_at = self.crash_at;
         c
     }
 }
