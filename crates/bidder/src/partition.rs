@@ -16,10 +16,13 @@ use schemas::nats::{BidCommand, NatsMessage};
 use schemas::subjects as subj;
 use schemas::{LotId, Partition, UserId};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use store::bidding::{self as db, BidRecord, CommandRecord, Lease, LotRecord, LotUpdate};
 use store::PgPool;
 use store::StoreError;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Why serving a partition stopped.
@@ -58,7 +61,8 @@ pub struct Worker {
     lots: HashMap<LotId, LotRecord>,
     verified: HashSet<UserId>,
     applied_seq: i64,
-    announced_seq: i64,
+    /// Confirmed by the announcer stage, read by the commit and the renewal.
+    announced: Arc<AtomicI64>,
     announced_in_db: i64,
     batches: u32,
 }
@@ -78,7 +82,7 @@ impl Worker {
             lots: HashMap::new(),
             verified: HashSet::new(),
             applied_seq: 0,
-            announced_seq: 0,
+            announced: Arc::new(AtomicI64::new(0)),
             announced_in_db: 0,
             batches: 0,
         }
@@ -148,7 +152,7 @@ impl Worker {
         self.lots.clear();
         self.verified.clear();
         self.applied_seq = lease.applied_seq;
-        self.announced_seq = lease.announced_seq;
+        self.announced = Arc::new(AtomicI64::new(lease.announced_seq));
         self.announced_in_db = lease.announced_seq;
         let consumer = match self.consumer_from(lease.announced_seq + 1).await {
             Ok(c) => c,
@@ -165,6 +169,36 @@ impl Worker {
             Ok(m) => m,
             Err(e) => return Stop::Failed(e.into()),
         };
+        let (out, pipeline) = Pipeline::spawn(
+            self.js.clone(),
+            self.partition,
+            self.config.crash_at,
+            self.announced.clone(),
+        );
+        let stop = self
+            .serve_batches(&lease, &mut messages, &out, shutdown)
+            .await;
+        // Committed decisions are still announced and acked, whatever stopped us.
+        drop(out);
+        if tokio::time::timeout(Duration::from_secs(10), pipeline)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                partition = self.partition.get(),
+                "announcements still pending at stop; they will be replayed"
+            );
+        }
+        stop
+    }
+
+    async fn serve_batches(
+        &mut self,
+        lease: &Lease,
+        messages: &mut consumer::pull::Stream,
+        out: &mpsc::Sender<Committed>,
+        shutdown: &CancellationToken,
+    ) -> Stop {
         let mut renew = tokio::time::interval(self.config.lease_ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -172,7 +206,7 @@ impl Worker {
                 biased;
                 _ = shutdown.cancelled() => return Stop::Shutdown,
                 _ = renew.tick() => {
-                    if let Err(e) = self.renew(&lease).await {
+                    if let Err(e) = self.renew(lease).await {
                         return e;
                     }
                 }
@@ -192,7 +226,7 @@ impl Worker {
                             _ => break,
                         }
                     }
-                    if let Err(stop) = self.process(&lease, batch, shutdown).await {
+                    if let Err(stop) = self.process(lease, batch, out, shutdown).await {
                         return stop;
                     }
                 }
@@ -227,14 +261,15 @@ impl Worker {
 
     async fn renew(&mut self, lease: &Lease) -> Result<(), Stop> {
         let ttl = ttl_ms(&self.config);
-        let r = if self.announced_seq > self.announced_in_db {
-            db::set_announced(&self.pool, lease, self.announced_seq).await
+        let announced = self.announced.load(Ordering::Acquire);
+        let r = if announced > self.announced_in_db {
+            db::set_announced(&self.pool, lease, announced).await
         } else {
             Ok(())
         };
         match r.and(db::renew_lease(&self.pool, lease, ttl).await) {
             Ok(()) => {
-                self.announced_in_db = self.announced_in_db.max(self.announced_seq);
+                self.announced_in_db = self.announced_in_db.max(announced);
                 Ok(())
             }
             Err(StoreError::Fenced) => Err(Stop::Fenced),
@@ -250,6 +285,7 @@ impl Worker {
         &mut self,
         lease: &Lease,
         batch: Vec<Message>,
+        out: &mpsc::Sender<Committed>,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         let items: Vec<Item> = batch.iter().map(|m| self.read(m)).collect();
@@ -278,37 +314,19 @@ impl Worker {
             }
         };
         self.batches += 1;
-        self.maybe_crash(crate::CrashPoint::AfterCommit);
-        let mut delay = Duration::from_millis(50);
-        while let Err(e) = bus::publish_all(&self.js, &outgoing).await {
-            tracing::warn!(partition = self.partition.get(), error = %e, "announcements not confirmed, retrying");
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(Stop::Shutdown),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
-        self.maybe_crash(crate::CrashPoint::AfterAnnounce);
-        if let Some(last) = batch.last() {
-            // AckPolicy::All: acking the last acks the whole batch.
-            if let Err(e) = last.ack().await {
-                tracing::warn!(partition = self.partition.get(), error = %e, "ack failed; the batch will be replayed");
-            }
-        }
-        self.announced_seq = self.announced_seq.max(last_seq);
-        Ok(())
-    }
-
-    fn maybe_crash(&self, point: crate::CrashPoint) {
         if let Some(c) = self.config.crash_at {
-            if c.point == point && c.batch == self.batches {
-                eprintln!(
-                    "crash test: aborting at {point:?} of batch {}",
-                    self.batches
-                );
-                std::process::abort();
-            }
+            crash_if(c, crate::CrashPoint::AfterCommit, self.batches);
         }
+        let last = batch.into_iter().last().expect("a batch has a message");
+        out.send(Committed {
+            outgoing,
+            last,
+            last_seq,
+            batch_no: self.batches,
+        })
+        .await
+        .map_err(|_| Stop::Failed(anyhow::anyhow!("announcer stopped")))?;
+        Ok(())
     }
 
     fn read(&self, m: &Message) -> Item {
@@ -395,7 +413,7 @@ impl Worker {
         let now = schemas::now_ms();
         let mut out = Vec::with_capacity(items.len() * 2);
         let mut batch = db::Batch {
-            announced_seq: self.announced_seq,
+            announced_seq: self.announced.load(Ordering::Acquire),
             ..Default::default()
         };
         let mut touched: Vec<(LotId, i64)> = Vec::new();
@@ -508,4 +526,86 @@ fn trace_of(i: &Item) -> schemas::trace::TraceParent {
         .as_deref()
         .and_then(schemas::trace::TraceParent::parse)
         .unwrap_or_else(schemas::trace::TraceParent::new_root)
+}
+
+fn crash_if(c: crate::CrashAt, point: crate::CrashPoint, batch: u32) {
+    if c.point == point && c.batch == batch {
+        eprintln!("crash test: aborting at {point:?} of batch {batch}");
+        std::process::abort();
+    }
+}
+
+/// A committed batch on its way out: announce, then ack.
+struct Committed {
+    outgoing: Vec<Outgoing>,
+    last: Message,
+    last_seq: i64,
+    batch_no: u32,
+}
+
+/// The announcer stages, so batch N+1 is decided and committed while batch N's messages are
+/// sent (in batch order, on one connection) and N's acks are awaited.
+struct Pipeline;
+
+impl Pipeline {
+    fn spawn(
+        js: jetstream::Context,
+        partition: Partition,
+        crash_at: Option<crate::CrashAt>,
+        announced: Arc<AtomicI64>,
+    ) -> (mpsc::Sender<Committed>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Committed>(2);
+        let (sent_tx, mut sent_rx) =
+            mpsc::channel::<(Vec<jetstream::context::PublishAckFuture>, Committed)>(4);
+        let p = partition.get();
+        let sender_js = js.clone();
+        let sender = tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                let mut acks = Vec::with_capacity(c.outgoing.len());
+                for m in &c.outgoing {
+                    match m.send(&sender_js).await {
+                        Ok(a) => acks.push(a),
+                        Err(e) => {
+                            // The confirm stage republishes the whole batch.
+                            tracing::warn!(partition = p, error = %e, "announcement not sent");
+                            break;
+                        }
+                    }
+                }
+                if sent_tx.send((acks, c)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let confirmer = tokio::spawn(async move {
+            while let Some((acks, c)) = sent_rx.recv().await {
+                let n = acks.len();
+                let results = futures::future::join_all(
+                    acks.into_iter().map(std::future::IntoFuture::into_future),
+                )
+                .await;
+                if n < c.outgoing.len() || results.iter().any(|r| r.is_err()) {
+                    let mut delay = Duration::from_millis(50);
+                    while let Err(e) = bus::publish_all(&js, &c.outgoing).await {
+                        tracing::warn!(partition = p, error = %e, "announcements not confirmed, retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+                if let Some(crash) = crash_at {
+                    crash_if(crash, crate::CrashPoint::AfterAnnounce, c.batch_no);
+                }
+                // AckPolicy::All: acking the last acks the whole batch.
+                if let Err(e) = c.last.ack().await {
+                    tracing::warn!(partition = p, error = %e, "ack failed; the batch will be replayed");
+                }
+                announced.fetch_max(c.last_seq, Ordering::AcqRel);
+            }
+        });
+        let handle = tokio::spawn(async move {
+            let _ = sender.await;
+            let _ = confirmer.await;
+        });
+        (tx, handle)
+    }
 }

@@ -373,14 +373,16 @@ async fn an_owner_whose_lease_was_taken_over_cannot_commit() {
         .await
         .unwrap()
         .unwrap();
-    wait_until(Duration::from_secs(5), "B takes over", || async {
-        store::bidding::acquire_lease(pool, 0, "B", 60_000)
+    let b = loop {
+        if let Some(b) = store::bidding::acquire_lease(pool, 0, "B", 60_000)
             .await
             .unwrap()
-            .is_some()
-    })
-    .await
-    .unwrap();
+        {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(b.epoch, a.epoch + 1, "a takeover bumps the fencing epoch");
     let batch = store::bidding::Batch {
         applied_seq: 5,
         ..Default::default()

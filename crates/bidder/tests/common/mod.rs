@@ -22,6 +22,13 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let nats = NatsServer::start().await.expect("nats-server");
         let db = TestDb::new().await.expect("test database");
         store::migrate(&db.pool).await.expect("migrations");
