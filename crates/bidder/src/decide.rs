@@ -224,9 +224,9 @@ mod tests {
         }
     }
 
-    fn bid(lot: &LotRecord, user: UserId, amount: i64, seen: Option<i64>) -> PlaceBid {
+    fn bid(lot_id: LotId, user: UserId, amount: i64, seen: Option<i64>) -> PlaceBid {
         PlaceBid {
-            lot_id: lot.id,
+            lot_id,
             user_id: user,
             amount,
             seen_high: seen,
@@ -242,8 +242,16 @@ mod tests {
     #[test]
     fn a_first_bid_at_the_starting_price_is_accepted_and_resets_the_clock() {
         let mut l = lot(LotState::Open);
+        let lid = l.id;
         let u = UserId::new();
-        let r = decide_bid(Some(&mut l), &bid(&l, u, 100_000, None), true, NOW, 7, None);
+        let r = decide_bid(
+            Some(&mut l),
+            &bid(lid, u, 100_000, None),
+            true,
+            NOW,
+            7,
+            None,
+        );
         assert_eq!(r.status, BidStatus::Accepted);
         assert_eq!(r.reason, None);
         assert_eq!(
@@ -262,10 +270,11 @@ mod tests {
     #[test]
     fn a_bid_never_shortens_the_clock() {
         let mut l = lot(LotState::Open);
+        let lid = l.id;
         l.ends_at = Some(NOW + 45_000);
         decide_bid(
             Some(&mut l),
-            &bid(&l, UserId::new(), 100_000, None),
+            &bid(lid, UserId::new(), 100_000, None),
             true,
             NOW,
             1,
@@ -283,85 +292,85 @@ mod tests {
             let mut led = lot(LotState::Open);
             led.high = Some(120_000);
             led.high_bidder = Some(u);
-            let mut bad_idem = bid(&open, u, 100_000, None);
+            let mut bad_idem = bid(open.id, u, 100_000, None);
             bad_idem.idem = String::new();
             vec![
                 (
                     open.clone(),
-                    bid(&open, u, 0, None),
+                    bid(open.id, u, 0, None),
                     true,
                     RejectReason::Invalid,
                 ),
                 (
                     open.clone(),
-                    bid(&open, u, -5, None),
+                    bid(open.id, u, -5, None),
                     true,
                     RejectReason::Invalid,
                 ),
                 (open.clone(), bad_idem, true, RejectReason::Invalid),
                 (
                     open.clone(),
-                    bid(&open, u, 100_000, None),
+                    bid(open.id, u, 100_000, None),
                     false,
                     RejectReason::NotVerified,
                 ),
                 (
                     lot(LotState::Paused),
-                    bid(&open, u, 100_000, None),
+                    bid(open.id, u, 100_000, None),
                     true,
                     RejectReason::Paused,
                 ),
                 (
                     lot(LotState::Scheduled),
-                    bid(&open, u, 100_000, None),
+                    bid(open.id, u, 100_000, None),
                     true,
                     RejectReason::Closed,
                 ),
                 (
                     lot(LotState::Draft),
-                    bid(&open, u, 100_000, None),
+                    bid(open.id, u, 100_000, None),
                     true,
                     RejectReason::Closed,
                 ),
                 (
                     lot(LotState::Closed),
-                    bid(&open, u, 100_000, None),
+                    bid(open.id, u, 100_000, None),
                     true,
                     RejectReason::Closed,
                 ),
                 (
                     lot(LotState::Cancelled),
-                    bid(&open, u, 100_000, None),
+                    bid(open.id, u, 100_000, None),
                     true,
                     RejectReason::Closed,
                 ),
                 (
                     led.clone(),
-                    bid(&led, u, 130_000, Some(120_000)),
+                    bid(led.id, u, 130_000, Some(120_000)),
                     true,
                     RejectReason::AlreadyHigh,
                 ),
                 (
                     led.clone(),
-                    bid(&led, other, 130_000, None),
+                    bid(led.id, other, 130_000, None),
                     true,
                     RejectReason::Stale,
                 ),
                 (
                     led.clone(),
-                    bid(&led, other, 130_000, Some(110_000)),
+                    bid(led.id, other, 130_000, Some(110_000)),
                     true,
                     RejectReason::Stale,
                 ),
                 (
                     led.clone(),
-                    bid(&led, other, 122_499, Some(120_000)),
+                    bid(led.id, other, 122_499, Some(120_000)),
                     true,
                     RejectReason::TooLow,
                 ),
                 (
                     open.clone(),
-                    bid(&open, u, 99_999, None),
+                    bid(open.id, u, 99_999, None),
                     true,
                     RejectReason::TooLow,
                 ),
@@ -395,11 +404,19 @@ mod tests {
     #[test]
     fn outbid_records_the_previous_high() {
         let mut l = lot(LotState::Open);
+        let lid = l.id;
         let (a, b) = (UserId::new(), UserId::new());
-        decide_bid(Some(&mut l), &bid(&l, a, 100_000, None), true, NOW, 1, None);
+        decide_bid(
+            Some(&mut l),
+            &bid(lid, a, 100_000, None),
+            true,
+            NOW,
+            1,
+            None,
+        );
         let r = decide_bid(
             Some(&mut l),
-            &bid(&l, b, 102_500, Some(100_000)),
+            &bid(lid, b, 102_500, Some(100_000)),
             true,
             NOW,
             2,

@@ -145,6 +145,8 @@ pub enum ClientFrame {
 }
 
 /// Server → client frames.
+// Frames are built once and serialised; their in-memory size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
