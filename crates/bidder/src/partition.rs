@@ -291,10 +291,22 @@ impl Worker {
         let items: Vec<Item> = batch.iter().map(|m| self.read(m)).collect();
         let last_seq = items.iter().map(|i| i.seq).max().unwrap_or(0);
         let mut delay = Duration::from_millis(50);
+        // Optimistic: a bid's (user, idem) is looked up only when the insert says it exists
+        // (JetStream's dedupe window catches quick retries before they get here).
+        let mut lookup = false;
+        let started = std::time::Instant::now();
         let outgoing = loop {
-            match self.decide_and_commit(lease, &items).await {
+            match self.decide_and_commit(lease, &items, lookup).await {
                 Ok(out) => break out,
                 Err(StoreError::Fenced) => return Err(Stop::Fenced),
+                Err(StoreError::Conflict(c)) if c == "bids_user_idem_key" && !lookup => {
+                    tracing::debug!(
+                        partition = self.partition.get(),
+                        "a retried bid: answering from its first decision"
+                    );
+                    self.lots.clear();
+                    lookup = true;
+                }
                 Err(e) => {
                     tracing::warn!(partition = self.partition.get(), error = %e, "batch not committed, retrying");
                     // Forget what this batch decided in memory, and learn whether the commit
@@ -314,6 +326,13 @@ impl Worker {
             }
         };
         self.batches += 1;
+        tracing::debug!(
+            partition = self.partition.get(),
+            commands = items.len(),
+            announcements = outgoing.len(),
+            decide_commit_us = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
         if let Some(c) = self.config.crash_at {
             crash_if(c, crate::CrashPoint::AfterCommit, self.batches);
         }
@@ -351,6 +370,7 @@ impl Worker {
         &mut self,
         lease: &Lease,
         items: &[Item],
+        lookup: bool,
     ) -> Result<Vec<Outgoing>, StoreError> {
         let applied = self.applied_seq;
         let is_new = |i: &Item| i.seq > applied;
@@ -371,7 +391,9 @@ impl Worker {
                 replay_seqs.push(i.seq);
             }
             if let BidCommand::PlaceBid(b) = cmd {
-                keys.push((b.user_id, b.idem.clone()));
+                if lookup || !is_new(i) {
+                    keys.push((b.user_id, b.idem.clone()));
+                }
                 if is_new(i) && !self.verified.contains(&b.user_id) {
                     need_users.push(b.user_id);
                 }

@@ -40,6 +40,11 @@ pub struct BidderBench {
     /// Distinct bidders (verified users); consecutive bids on a lot alternate between them.
     #[arg(long, default_value_t = 50)]
     bidders: usize,
+    /// Bidders racing for each increment: 1 = every bid is valid in stream order (all accepted,
+    /// the heaviest case: four announcements each); N = N bids per increment with the same
+    /// seen high, the first accepted and the others refused `stale` (a hot lot).
+    #[arg(long, default_value_t = 1)]
+    contenders: usize,
     /// Open-loop rate in bids/s; unset: as fast as JetStream takes them.
     #[arg(long)]
     rate: Option<u64>,
@@ -173,6 +178,7 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         }
         failed
     });
+    let contenders = o.contenders.max(1);
     let mut chains: Vec<(Option<i64>, usize)> = vec![(None, 0); lots.len()];
     let pub_start = Instant::now();
     for i in 0..o.bids {
@@ -186,7 +192,8 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         let (high, k) = chains[li];
         let amount = schemas::min_next(1_000, high);
         let user = users[k % users.len()];
-        chains[li] = (Some(amount), k + 1);
+        let next_round = (k + 1) % contenders == 0;
+        chains[li] = (if next_round { Some(amount) } else { high }, k + 1);
         let sent_us = (Instant::now() - start).as_micros();
         let idem = format!("b-{sent_us}-{i}");
         let bid = BidCommand::PlaceBid(PlaceBid {
@@ -238,6 +245,7 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         "bench": "bidder",
         "lots": o.lots,
         "bidders": o.bidders,
+        "contenders": contenders,
         "bids_published": o.bids,
         "publish_failed": failed,
         "rate_target": o.rate,

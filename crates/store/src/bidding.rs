@@ -304,194 +304,181 @@ pub async fn set_announced(pool: &PgPool, lease: &Lease, seq: i64) -> Result<(),
     }
 }
 
-/// Commits one batch: fencing check first (it also locks the lease row, so a takeover waits for
-/// us or we fail), then decisions, lot states and settlements.
+/// The whole batch as one statement (one round trip, atomic on its own): the lease CTE checks
+/// the fencing epoch and locks the lease row, and every other change happens only if it matched.
+const COMMIT_BATCH: &str = "
+WITH lease AS (
+    UPDATE partition_leases
+       SET applied_seq = GREATEST(applied_seq, $3),
+           announced_seq = GREATEST(announced_seq, LEAST($4, GREATEST(applied_seq, $3))),
+           expires_at = now() + $5 * interval '1 millisecond'
+     WHERE partition = $1 AND epoch = $2
+ RETURNING 1
+), new_bids AS (
+    INSERT INTO bids (lot_id, user_id, idem, amount, seen_high, status, reason, high, min_next,
+                      version, bid_count, ends_at, prev_bidder, prev_high, stream_seq,
+                      decided_at, traceparent)
+    SELECT * FROM UNNEST($6::uuid[], $7::uuid[], $8::text[], $9::int8[], $10::int8[],
+                         $11::text[], $12::text[], $13::int8[], $14::int8[], $15::int8[],
+                         $16::int4[], $17::int8[], $18::uuid[], $19::int8[], $20::int8[],
+                         $21::int8[], $22::text[])
+     WHERE EXISTS (SELECT 1 FROM lease)
+ RETURNING 1
+), new_commands AS (
+    INSERT INTO lot_commands (stream_seq, lot_id, kind, applied, state, outcome, high,
+                              high_bidder, min_next, version, ends_at, remaining_ms,
+                              decided_at, traceparent)
+    SELECT * FROM UNNEST($23::int8[], $24::uuid[], $25::text[], $26::bool[], $27::text[],
+                         $28::text[], $29::int8[], $30::uuid[], $31::int8[], $32::int8[],
+                         $33::int8[], $34::int8[], $35::int8[], $36::text[])
+     WHERE EXISTS (SELECT 1 FROM lease)
+ RETURNING 1
+), lot_updates AS (
+    UPDATE lots AS l
+       SET state = u.state, outcome = u.outcome, high = u.high, high_bidder = u.high_bidder,
+           bid_count = u.bid_count, version = u.version, ends_at = u.ends_at,
+           remaining_ms = u.remaining_ms, applied_seq = u.applied_seq
+      FROM UNNEST($37::uuid[], $38::text[], $39::text[], $40::int8[], $41::uuid[], $42::int4[],
+                  $43::int8[], $44::int8[], $45::int8[], $46::int8[])
+           AS u(id, state, outcome, high, high_bidder, bid_count, version, ends_at,
+                remaining_ms, applied_seq)
+     WHERE l.id = u.id AND EXISTS (SELECT 1 FROM lease)
+ RETURNING 1
+), new_settlements AS (
+    INSERT INTO settlements (lot_id, user_id, amount, decided_at)
+    SELECT * FROM UNNEST($47::uuid[], $48::uuid[], $49::int8[], $50::int8[])
+     WHERE EXISTS (SELECT 1 FROM lease)
+ RETURNING 1
+)
+SELECT (SELECT count(*) FROM lease) AS leases,
+       (SELECT count(*) FROM lot_updates) AS lots,
+       (SELECT count(*) FROM new_bids) + (SELECT count(*) FROM new_commands)
+           + (SELECT count(*) FROM new_settlements) AS rows,
+       -- a lot that is not there aborts the whole statement (division by zero at run time; a
+       -- constant 1 / 0 would be folded at plan time) rather than
+       -- committing decisions without their lot state
+       CASE WHEN EXISTS (SELECT 1 FROM lease)
+                 AND (SELECT count(*) FROM lot_updates) <> cardinality($37::uuid[])
+            THEN 1 / (SELECT count(*) - count(*) FROM lease) ELSE 0 END AS guard";
+
+/// Commits one batch in one statement: the fencing check (which also locks the lease row, so a
+/// takeover waits for us or we fail), decisions, lot states, settlements and the stream position.
 pub async fn commit_batch(
     pool: &PgPool,
     lease: &Lease,
     ttl_ms: i64,
     batch: &Batch,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
-    let n = sqlx::query(
-        "UPDATE partition_leases
-            SET applied_seq = GREATEST(applied_seq, $3),
-                announced_seq = GREATEST(announced_seq, $4),
-                expires_at = now() + $5 * interval '1 millisecond'
-          WHERE partition = $1 AND epoch = $2",
-    )
-    .bind(lease.partition)
-    .bind(lease.epoch)
-    .bind(batch.applied_seq)
-    .bind(batch.announced_seq)
-    .bind(ttl_ms as f64)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if n != 1 {
-        return Err(StoreError::Fenced);
-    }
-    if !batch.bids.is_empty() {
-        insert_bids(&mut tx, &batch.bids).await?;
-    }
-    if !batch.commands.is_empty() {
-        insert_commands(&mut tx, &batch.commands).await?;
-    }
-    if !batch.lots.is_empty() {
-        update_lots(&mut tx, &batch.lots).await?;
-    }
-    for s in &batch.settlements {
-        sqlx::query(
-            "INSERT INTO settlements (lot_id, user_id, amount, decided_at) VALUES ($1, $2, $3, $4)",
+    let bids = &batch.bids;
+    let cmds = &batch.commands;
+    let lots = &batch.lots;
+    let sets = &batch.settlements;
+    let bcol = |f: fn(&BidRecord) -> Option<i64>| bids.iter().map(f).collect::<Vec<_>>();
+    let ccol = |f: fn(&CommandRecord) -> Option<i64>| cmds.iter().map(f).collect::<Vec<_>>();
+    let lcol = |f: fn(&LotUpdate) -> Option<i64>| lots.iter().map(f).collect::<Vec<_>>();
+    let row = sqlx::query(COMMIT_BATCH)
+        .bind(lease.partition)
+        .bind(lease.epoch)
+        .bind(batch.applied_seq)
+        .bind(batch.announced_seq)
+        .bind(ttl_ms as f64)
+        // bids
+        .bind(bids.iter().map(|b| b.lot_id.0).collect::<Vec<_>>())
+        .bind(bids.iter().map(|b| b.user_id.0).collect::<Vec<_>>())
+        .bind(bids.iter().map(|b| b.idem.as_str()).collect::<Vec<_>>())
+        .bind(bids.iter().map(|b| b.amount).collect::<Vec<_>>())
+        .bind(bcol(|b| b.seen_high))
+        .bind(
+            bids.iter()
+                .map(|b| match b.status {
+                    BidStatus::Accepted => "accepted",
+                    BidStatus::Rejected => "rejected",
+                })
+                .collect::<Vec<_>>(),
         )
-        .bind(s.lot_id.0)
-        .bind(s.user_id.0)
-        .bind(s.amount)
-        .bind(s.decided_at)
-        .execute(&mut *tx)
+        .bind(
+            bids.iter()
+                .map(|b| b.reason.map(|r| r.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(bcol(|b| b.high))
+        .bind(bcol(|b| b.min_next))
+        .bind(bcol(|b| b.version))
+        .bind(bids.iter().map(|b| b.bid_count).collect::<Vec<_>>())
+        .bind(bcol(|b| b.ends_at))
+        .bind(
+            bids.iter()
+                .map(|b| b.prev_bidder.map(|u| u.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(bcol(|b| b.prev_high))
+        .bind(bids.iter().map(|b| b.stream_seq).collect::<Vec<_>>())
+        .bind(bids.iter().map(|b| b.decided_at).collect::<Vec<_>>())
+        .bind(
+            bids.iter()
+                .map(|b| b.traceparent.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        // lifecycle commands
+        .bind(cmds.iter().map(|c| c.stream_seq).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| c.lot_id.0).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
+        .bind(cmds.iter().map(|c| c.applied).collect::<Vec<_>>())
+        .bind(
+            cmds.iter()
+                .map(|c| c.state.map(|s| s.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            cmds.iter()
+                .map(|c| c.outcome.map(|o| o.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(ccol(|c| c.high))
+        .bind(
+            cmds.iter()
+                .map(|c| c.high_bidder.map(|u| u.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(ccol(|c| c.min_next))
+        .bind(ccol(|c| c.version))
+        .bind(ccol(|c| c.ends_at))
+        .bind(ccol(|c| c.remaining_ms))
+        .bind(cmds.iter().map(|c| c.decided_at).collect::<Vec<_>>())
+        .bind(
+            cmds.iter()
+                .map(|c| c.traceparent.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        // lots
+        .bind(lots.iter().map(|l| l.id.0).collect::<Vec<_>>())
+        .bind(lots.iter().map(|l| l.state.as_str()).collect::<Vec<_>>())
+        .bind(
+            lots.iter()
+                .map(|l| l.outcome.map(|o| o.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(lcol(|l| l.high))
+        .bind(
+            lots.iter()
+                .map(|l| l.high_bidder.map(|u| u.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(lots.iter().map(|l| l.bid_count).collect::<Vec<_>>())
+        .bind(lots.iter().map(|l| l.version).collect::<Vec<_>>())
+        .bind(lcol(|l| l.ends_at))
+        .bind(lcol(|l| l.remaining_ms))
+        .bind(lots.iter().map(|l| l.applied_seq).collect::<Vec<_>>())
+        // settlements
+        .bind(sets.iter().map(|s| s.lot_id.0).collect::<Vec<_>>())
+        .bind(sets.iter().map(|s| s.user_id.0).collect::<Vec<_>>())
+        .bind(sets.iter().map(|s| s.amount).collect::<Vec<_>>())
+        .bind(sets.iter().map(|s| s.decided_at).collect::<Vec<_>>())
+        .fetch_one(pool)
         .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
-
-async fn insert_bids(tx: &mut Tx<'_>, bids: &[BidRecord]) -> Result<(), StoreError> {
-    let col = |f: fn(&BidRecord) -> Option<i64>| bids.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO bids (lot_id, user_id, idem, amount, seen_high, status, reason, high,
-                           min_next, version, bid_count, ends_at, prev_bidder, prev_high,
-                           stream_seq, decided_at, traceparent)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int8[],
-                              $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[],
-                              $11::int4[], $12::int8[], $13::uuid[], $14::int8[], $15::int8[],
-                              $16::int8[], $17::text[])",
-    )
-    .bind(bids.iter().map(|b| b.lot_id.0).collect::<Vec<_>>())
-    .bind(bids.iter().map(|b| b.user_id.0).collect::<Vec<_>>())
-    .bind(bids.iter().map(|b| b.idem.as_str()).collect::<Vec<_>>())
-    .bind(bids.iter().map(|b| b.amount).collect::<Vec<_>>())
-    .bind(col(|b| b.seen_high))
-    .bind(
-        bids.iter()
-            .map(|b| match b.status {
-                BidStatus::Accepted => "accepted",
-                BidStatus::Rejected => "rejected",
-            })
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        bids.iter()
-            .map(|b| b.reason.map(|r| r.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(col(|b| b.high))
-    .bind(col(|b| b.min_next))
-    .bind(col(|b| b.version))
-    .bind(bids.iter().map(|b| b.bid_count).collect::<Vec<_>>())
-    .bind(col(|b| b.ends_at))
-    .bind(
-        bids.iter()
-            .map(|b| b.prev_bidder.map(|u| u.0))
-            .collect::<Vec<_>>(),
-    )
-    .bind(col(|b| b.prev_high))
-    .bind(bids.iter().map(|b| b.stream_seq).collect::<Vec<_>>())
-    .bind(bids.iter().map(|b| b.decided_at).collect::<Vec<_>>())
-    .bind(
-        bids.iter()
-            .map(|b| b.traceparent.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_commands(tx: &mut Tx<'_>, cmds: &[CommandRecord]) -> Result<(), StoreError> {
-    let col = |f: fn(&CommandRecord) -> Option<i64>| cmds.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO lot_commands (stream_seq, lot_id, kind, applied, state, outcome, high,
-                                   high_bidder, min_next, version, ends_at, remaining_ms,
-                                   decided_at, traceparent)
-         SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::bool[], $5::text[],
-                              $6::text[], $7::int8[], $8::uuid[], $9::int8[], $10::int8[],
-                              $11::int8[], $12::int8[], $13::int8[], $14::text[])",
-    )
-    .bind(cmds.iter().map(|c| c.stream_seq).collect::<Vec<_>>())
-    .bind(cmds.iter().map(|c| c.lot_id.0).collect::<Vec<_>>())
-    .bind(cmds.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>())
-    .bind(cmds.iter().map(|c| c.applied).collect::<Vec<_>>())
-    .bind(
-        cmds.iter()
-            .map(|c| c.state.map(|s| s.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        cmds.iter()
-            .map(|c| c.outcome.map(|o| o.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(col(|c| c.high))
-    .bind(
-        cmds.iter()
-            .map(|c| c.high_bidder.map(|u| u.0))
-            .collect::<Vec<_>>(),
-    )
-    .bind(col(|c| c.min_next))
-    .bind(col(|c| c.version))
-    .bind(col(|c| c.ends_at))
-    .bind(col(|c| c.remaining_ms))
-    .bind(cmds.iter().map(|c| c.decided_at).collect::<Vec<_>>())
-    .bind(
-        cmds.iter()
-            .map(|c| c.traceparent.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn update_lots(tx: &mut Tx<'_>, lots: &[LotUpdate]) -> Result<(), StoreError> {
-    let col = |f: fn(&LotUpdate) -> Option<i64>| lots.iter().map(f).collect::<Vec<_>>();
-    let n = sqlx::query(
-        "UPDATE lots AS l
-            SET state = u.state, outcome = u.outcome, high = u.high, high_bidder = u.high_bidder,
-                bid_count = u.bid_count, version = u.version, ends_at = u.ends_at,
-                remaining_ms = u.remaining_ms, applied_seq = u.applied_seq
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::uuid[], $6::int4[],
-                       $7::int8[], $8::int8[], $9::int8[], $10::int8[])
-                AS u(id, state, outcome, high, high_bidder, bid_count, version, ends_at,
-                     remaining_ms, applied_seq)
-          WHERE l.id = u.id",
-    )
-    .bind(lots.iter().map(|l| l.id.0).collect::<Vec<_>>())
-    .bind(lots.iter().map(|l| l.state.as_str()).collect::<Vec<_>>())
-    .bind(
-        lots.iter()
-            .map(|l| l.outcome.map(|o| o.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(col(|l| l.high))
-    .bind(
-        lots.iter()
-            .map(|l| l.high_bidder.map(|u| u.0))
-            .collect::<Vec<_>>(),
-    )
-    .bind(lots.iter().map(|l| l.bid_count).collect::<Vec<_>>())
-    .bind(lots.iter().map(|l| l.version).collect::<Vec<_>>())
-    .bind(col(|l| l.ends_at))
-    .bind(col(|l| l.remaining_ms))
-    .bind(lots.iter().map(|l| l.applied_seq).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if n as usize != lots.len() {
-        return Err(StoreError::Internal(
-            format!("updated {n} of {} lots", lots.len()).into(),
-        ));
+    let leases: i64 = row.try_get("leases")?;
+    if leases != 1 {
+        return Err(StoreError::Fenced);
     }
     Ok(())
 }
