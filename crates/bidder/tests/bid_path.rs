@@ -311,6 +311,17 @@ async fn the_same_bid_twice_is_decided_once_and_answered_identically() {
         let UserMsg::Result(r) = UserMsg::decode(&m.payload).unwrap() else {
             panic!("not a result")
         };
+        // The answer belongs to the bid's trace, with the documented headers.
+        let h = m.headers.as_ref().expect("headers");
+        let tp =
+            schemas::trace::TraceParent::parse(h.get("traceparent").unwrap().as_str()).unwrap();
+        assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            h.get("Content-Type").unwrap().as_str(),
+            "application/msgpack"
+        );
+        assert_eq!(h.get("Gavel-Type").unwrap().as_str(), "bid_result.v1");
+        assert!(h.get("Nats-Msg-Id").unwrap().as_str().starts_with("bids-"));
         results.push(r);
     }
     assert_eq!(results[0], results[1], "both answers identical");
