@@ -119,6 +119,7 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
     }
 
     // Answers: every decision reaches user.<id>.result; the idem carries the send time.
+    let run_tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let start = Instant::now();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
@@ -130,6 +131,7 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
     let collector = {
         let (hist, outcomes, decided) = (hist.clone(), outcomes.clone(), decided.clone());
         let total = o.bids as u64;
+        let run_tag = run_tag.clone();
         tokio::spawn(async move {
             let mut last = start;
             while let Some(msg) = sub.next().await {
@@ -137,8 +139,12 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
                 let Ok(UserMsg::Result(r)) = UserMsg::decode(&msg.payload) else {
                     continue;
                 };
-                let Some(sent_us) = r.idem.split('-').nth(1).and_then(|s| s.parse::<u64>().ok())
-                else {
+                // Only this run's bids (a restarted bidder may re-announce older answers).
+                let mut parts = r.idem.split('-');
+                if parts.next() != Some(run_tag.as_str()) {
+                    continue;
+                }
+                let Some(sent_us) = parts.next().and_then(|s| s.parse::<u64>().ok()) else {
                     continue;
                 };
                 let lat = (now - start).as_micros() as u64;
@@ -195,7 +201,7 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         let next_round = (k + 1) % contenders == 0;
         chains[li] = (if next_round { Some(amount) } else { high }, k + 1);
         let sent_us = (Instant::now() - start).as_micros();
-        let idem = format!("b-{sent_us}-{i}");
+        let idem = format!("{run_tag}-{sent_us}-{i}");
         let bid = BidCommand::PlaceBid(PlaceBid {
             lot_id: lots[li],
             user_id: user,
