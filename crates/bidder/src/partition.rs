@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use store::bidding::{self as db, BidRecord, CommandRecord, Lease, LotRecord, LotUpdate};
+use store::bidding::{self as db, BidRecord, CommandRecord, Lease, LotRecord};
 use store::PgPool;
 use store::StoreError;
 use tokio::sync::mpsc;
@@ -520,22 +520,15 @@ impl Worker {
         batch.lots = last_touch
             .into_iter()
             .filter_map(|(id, seq)| {
-                self.lots.get(&id).map(|l| LotUpdate {
-                    id,
-                    state: l.state,
-                    outcome: l.outcome,
-                    high: l.high,
-                    high_bidder: l.high_bidder,
-                    bid_count: l.bid_count,
-                    version: l.version,
-                    ends_at: l.ends_at,
-                    remaining_ms: l.remaining_ms,
-                    applied_seq: seq,
-                })
+                let lot = self.lots.get_mut(&id)?;
+                lot.applied_seq = seq;
+                Some(lot.clone())
             })
             .collect();
         if batch.applied_seq > self.applied_seq {
+            let t = std::time::Instant::now();
             db::commit_batch(&self.pool, lease, ttl_ms(&self.config), &batch).await?;
+            tracing::trace!(commit_us = t.elapsed().as_micros() as u64, "committed");
             self.applied_seq = batch.applied_seq;
             self.announced_in_db = self.announced_in_db.max(batch.announced_seq);
         }

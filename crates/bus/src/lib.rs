@@ -82,49 +82,44 @@ pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
 /// The stream configurations of PROTOCOL.md. `replicas` is 1 on one server, 3 on a cluster.
 pub fn stream_configs(partitions: u16, replicas: usize) -> Vec<stream::Config> {
     let day = Duration::from_secs(24 * 3600);
-    let mut bids = stream::Config {
-        name: subj::STREAM_BIDS.into(),
-        subjects: vec![subj::BIDS_ALL.into()],
-        retention: stream::RetentionPolicy::Limits,
-        max_age: 7 * day,
+    let stored = |name: &str, subjects: &[&str], max_age, retention| stream::Config {
+        name: name.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        retention,
+        max_age,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         duplicate_window: Duration::from_secs(120),
-        allow_direct: true,
+        // direct get serves `get last for subject` from any replica; a work queue has no use for it
+        allow_direct: retention != stream::RetentionPolicy::WorkQueue,
         ..Default::default()
     };
+    let mut bids = stored(
+        subj::STREAM_BIDS,
+        &[subj::BIDS_ALL],
+        7 * day,
+        stream::RetentionPolicy::Limits,
+    );
     bids.metadata
         .insert("gavel.partitions".into(), partitions.to_string());
-    let auction = stream::Config {
-        name: subj::STREAM_AUCTION.into(),
-        subjects: subj::AUCTION_STORED.iter().map(|s| s.to_string()).collect(),
-        max_age: 2 * day,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        duplicate_window: Duration::from_secs(120),
-        allow_direct: true,
-        ..Default::default()
-    };
-    let users = stream::Config {
-        name: subj::STREAM_USERS.into(),
-        subjects: vec![subj::USERS_ALL.into()],
-        max_age: 2 * day,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        duplicate_window: Duration::from_secs(120),
-        allow_direct: true,
-        ..Default::default()
-    };
-    let notify = stream::Config {
-        name: subj::STREAM_NOTIFY.into(),
-        subjects: vec![subj::NOTIFY_ALL.into()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        max_age: 7 * day,
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    };
+    let auction = stored(
+        subj::STREAM_AUCTION,
+        &subj::AUCTION_STORED,
+        2 * day,
+        stream::RetentionPolicy::Limits,
+    );
+    let users = stored(
+        subj::STREAM_USERS,
+        &[subj::USERS_ALL],
+        2 * day,
+        stream::RetentionPolicy::Limits,
+    );
+    let notify = stored(
+        subj::STREAM_NOTIFY,
+        &[subj::NOTIFY_ALL],
+        7 * day,
+        stream::RetentionPolicy::WorkQueue,
+    );
     vec![bids, auction, users, notify]
 }
 

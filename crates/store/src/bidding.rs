@@ -36,21 +36,6 @@ pub struct LotRecord {
     pub pickup: String,
 }
 
-/// A lot's state after a batch, as the bidder writes it back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LotUpdate {
-    pub id: LotId,
-    pub state: LotState,
-    pub outcome: Option<Outcome>,
-    pub high: Option<i64>,
-    pub high_bidder: Option<UserId>,
-    pub bid_count: i32,
-    pub version: i64,
-    pub ends_at: Option<i64>,
-    pub remaining_ms: Option<i64>,
-    pub applied_seq: i64,
-}
-
 /// One bid decision, accepted or rejected, with the lot as the decision left it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BidRecord {
@@ -153,7 +138,8 @@ pub struct Batch {
     pub announced_seq: i64,
     pub bids: Vec<BidRecord>,
     pub commands: Vec<CommandRecord>,
-    pub lots: Vec<LotUpdate>,
+    /// Lots as the batch left them (their `applied_seq` set to the last command applied).
+    pub lots: Vec<LotRecord>,
     pub settlements: Vec<Settlement>,
 }
 
@@ -375,7 +361,7 @@ pub async fn commit_batch(
     let sets = &batch.settlements;
     let bcol = |f: fn(&BidRecord) -> Option<i64>| bids.iter().map(f).collect::<Vec<_>>();
     let ccol = |f: fn(&CommandRecord) -> Option<i64>| cmds.iter().map(f).collect::<Vec<_>>();
-    let lcol = |f: fn(&LotUpdate) -> Option<i64>| lots.iter().map(f).collect::<Vec<_>>();
+    let lcol = |f: fn(&LotRecord) -> Option<i64>| lots.iter().map(f).collect::<Vec<_>>();
     let row = sqlx::query(COMMIT_BATCH)
         .bind(lease.partition)
         .bind(lease.epoch)

@@ -2,7 +2,7 @@
 
 use schemas::frames::BidStatus;
 use schemas::{LotId, LotState, UserId};
-use store::bidding::{self as db, Batch, BidRecord, LotUpdate};
+use store::bidding::{self as db, Batch, BidRecord, LotRecord};
 use store::StoreError;
 use testkit::TestDb;
 
@@ -129,10 +129,15 @@ async fn a_batch_naming_a_missing_lot_commits_nothing() {
             decided_at: 1,
             traceparent: None,
         }],
-        lots: vec![LotUpdate {
+        lots: vec![LotRecord {
             id: lot,
+            event_id: schemas::EventId::new(),
+            lane: 1,
+            position: 1,
             state: LotState::Open,
             outcome: None,
+            starting_price: 100,
+            reserve: 0,
             high: Some(100),
             high_bidder: Some(user),
             bid_count: 1,
@@ -140,6 +145,8 @@ async fn a_batch_naming_a_missing_lot_commits_nothing() {
             ends_at: Some(1),
             remaining_ms: None,
             applied_seq: 1,
+            reset_seconds: 30,
+            pickup: String::new(),
         }],
         ..Default::default()
     };
