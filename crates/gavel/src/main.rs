@@ -72,6 +72,14 @@ enum Command {
         #[command(flatten)]
         opts: BidderOpts,
     },
+    /// Run the ticker: the clock that starts events, ticks, hammers and rotates lanes (one leads,
+    /// others stand by).
+    Ticker {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        opts: TickerOpts,
+    },
     /// Print NATS messages on a subject as JSON lines (decodes Gavel's MessagePack).
     Tail {
         /// Subject or wildcard, e.g. `auction.>` or `bids.3.*`.
@@ -143,6 +151,38 @@ impl BidderOpts {
     }
 }
 
+/// Ticker tuning.
+#[derive(Args, Clone, Debug)]
+pub struct TickerOpts {
+    /// Tick period of an open lot, in ms.
+    #[arg(long, env = "GAVEL_TICK_MS", default_value_t = 1000)]
+    pub tick_ms: i64,
+    /// How often Postgres is read for events to start and lots to open, in ms.
+    #[arg(long, default_value_t = 250)]
+    pub poll_ms: i64,
+    /// Leader lease in ms: a standby takes over this long after the leader dies.
+    #[arg(long, env = "GAVEL_TICKER_LEASE_MS", default_value_t = 3000)]
+    pub lease_ttl_ms: u64,
+    /// The KV bucket of the leader lease.
+    #[arg(long, default_value = "gavel_ticker", hide = true)]
+    pub bucket: String,
+    /// Tests only: lead without a lease.
+    #[arg(long, hide = true)]
+    pub force_leader: bool,
+}
+
+impl TickerOpts {
+    pub fn config(&self, partitions: u16) -> ticker::Config {
+        let mut c = ticker::Config::new(partitions);
+        c.tick_ms = self.tick_ms.max(10);
+        c.poll_ms = self.poll_ms.clamp(10, 1000);
+        c.lease_ttl = Duration::from_millis(self.lease_ttl_ms.max(300));
+        c.bucket = self.bucket.clone();
+        c.force_leader = self.force_leader;
+        c
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -190,6 +230,13 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = shutdown_on_signal();
             bidder::run(opts.config(partitions), nats, pool, shutdown).await?;
         }
+        Command::Ticker { conn, opts } => {
+            let partitions = conn.partitions()?;
+            let nats = bus::connect(&conn.nats_url, "gavel-ticker").await?;
+            let pool = store::connect(&conn.database_url, 4).await?;
+            let shutdown = shutdown_on_signal();
+            ticker::run(opts.config(partitions), nats, pool, shutdown).await?;
+        }
         Command::Tail {
             subject,
             nats_url,
@@ -210,6 +257,7 @@ pub async fn migrate(conn: &Conn, replicas: usize) -> anyhow::Result<()> {
     let nats = bus::connect(&conn.nats_url, "gavel-migrate").await?;
     let js = bus::jetstream(nats);
     bus::ensure_streams(&js, conn.partitions()?, replicas).await?;
+    ticker::leader::bucket(&js, "gavel_ticker", Duration::from_secs(3)).await?;
     Ok(())
 }
 

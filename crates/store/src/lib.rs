@@ -8,6 +8,7 @@
 
 pub mod bidding;
 pub mod catalog;
+pub mod clock;
 pub mod error;
 pub mod users;
 

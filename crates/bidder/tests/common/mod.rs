@@ -96,6 +96,23 @@ impl Env {
 
     /// A scheduled event with `n` lots in lane 1 (starting price 1,000.00, reserve `reserve`).
     pub async fn lots(&self, n: usize, reserve: i64) -> (EventId, Vec<LotId>) {
+        let (event, lanes) = self
+            .event(1, n, schemas::now_ms(), 30, 30, |_, _| reserve)
+            .await;
+        (event, lanes.into_iter().next().unwrap_or_default())
+    }
+
+    /// A scheduled event starting at `starts_at` with `per_lane` lots in each of `lanes` lanes
+    /// (starting price 1,000.00, reserve from `reserve(lane, position)`); the lots by lane.
+    pub async fn event(
+        &self,
+        lanes: i32,
+        per_lane: usize,
+        starts_at: i64,
+        lot_seconds: i32,
+        reset_seconds: i32,
+        reserve: impl Fn(i32, i32) -> i64,
+    ) -> (EventId, Vec<Vec<LotId>>) {
         let pool = self.pool();
         let vendor = create_vendor(pool, "Test Motors", "t@gavel.test")
             .await
@@ -104,50 +121,54 @@ impl Env {
             pool,
             &NewEvent {
                 name: "Test sale".into(),
-                starts_at: schemas::now_ms(),
-                lanes: 1,
-                lot_seconds: 30,
-                reset_seconds: 30,
+                starts_at,
+                lanes,
+                lot_seconds,
+                reset_seconds,
             },
         )
         .await
         .unwrap();
-        let mut lots = Vec::new();
-        for i in 0..n {
-            let vehicle = create_vehicle(
-                pool,
-                &NewVehicle {
-                    vendor_id: vendor,
-                    vin: uuid::Uuid::new_v4().simple().to_string()[..17].to_uppercase(),
-                    year: 2019,
-                    make: "Toyota".into(),
-                    model: "Corolla".into(),
-                    trim: "LE".into(),
-                    mileage: 40_000,
-                    photos: vec![],
-                    pickup: "Gate 3, bring ID".into(),
-                },
-            )
-            .await
-            .unwrap();
-            lots.push(
-                add_lot(
+        let mut all = Vec::new();
+        for lane in 1..=lanes {
+            let mut lots = Vec::new();
+            for position in 1..=per_lane as i32 {
+                let vehicle = create_vehicle(
                     pool,
-                    &NewLot {
-                        event_id: event,
-                        vehicle_id: vehicle,
-                        lane: 1,
-                        position: i as i32 + 1,
-                        starting_price: 100_000,
-                        reserve,
+                    &NewVehicle {
+                        vendor_id: vendor,
+                        vin: uuid::Uuid::new_v4().simple().to_string()[..17].to_uppercase(),
+                        year: 2019,
+                        make: "Toyota".into(),
+                        model: "Corolla".into(),
+                        trim: "LE".into(),
+                        mileage: 40_000,
+                        photos: vec![],
+                        pickup: "Gate 3, bring ID".into(),
                     },
                 )
                 .await
-                .unwrap(),
-            );
+                .unwrap();
+                lots.push(
+                    add_lot(
+                        pool,
+                        &NewLot {
+                            event_id: event,
+                            vehicle_id: vehicle,
+                            lane,
+                            position,
+                            starting_price: 100_000,
+                            reserve: reserve(lane, position),
+                        },
+                    )
+                    .await
+                    .unwrap(),
+                );
+            }
+            all.push(lots);
         }
         schedule_event(pool, event).await.unwrap();
-        (event, lots)
+        (event, all)
     }
 
     /// Publishes a command on the lot's ordered subject; returns its stream sequence.
