@@ -383,8 +383,10 @@ impl Worker {
         for i in items {
             let Some(cmd) = &i.cmd else { continue };
             let lot = cmd.lot_id();
-            let lifecycle = !matches!(cmd, BidCommand::PlaceBid(_));
-            if !self.lots.contains_key(&lot) || (lifecycle && is_new(i)) {
+            // Only an open reads the lot again: draft → scheduled is the one change made
+            // outside the bidder (by the admin), and it is what an open depends on.
+            let opening = matches!(cmd, BidCommand::Open { .. });
+            if !self.lots.contains_key(&lot) || (opening && is_new(i)) {
                 need_lots.push(lot);
             }
             if !is_new(i) {

@@ -23,6 +23,33 @@ use tokio_util::sync::CancellationToken;
 pub enum BenchCommand {
     /// Bids published straight to JetStream, decided by a bidder (in this process by default).
     Bidder(BidderBench),
+    /// Short lots through the clock: hammer lateness and tick jitter.
+    Ticker(TickerBench),
+}
+
+#[derive(Args)]
+pub struct TickerBench {
+    #[command(flatten)]
+    conn: Conn,
+    /// Lots in all, spread over the lanes.
+    #[arg(long, default_value_t = 100)]
+    lots: usize,
+    /// Lanes of the event.
+    #[arg(long, default_value_t = 10)]
+    lanes: i32,
+    /// Seconds on the clock of each lot (no bids: each runs out).
+    #[arg(long, default_value_t = 1)]
+    lot_seconds: i32,
+    /// Tick period.
+    #[arg(long, default_value_t = 200)]
+    tick_ms: i64,
+    /// Start a private nats-server and database for the run (a clean, reproducible state)
+    /// instead of using NATS_URL and DATABASE_URL.
+    #[arg(long)]
+    private: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -59,6 +86,7 @@ pub struct BidderBench {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Bidder(b) => bench_bidder(b).await,
+        BenchCommand::Ticker(t) => bench_ticker(t).await,
     }
 }
 
@@ -343,22 +371,7 @@ async fn setup(
     .await?;
     let mut lots = Vec::with_capacity(n);
     for i in 0..n {
-        let vin: String = format!("B{}{:06}", &run[..10], i).to_uppercase();
-        let vehicle = create_vehicle(
-            pool,
-            &NewVehicle {
-                vendor_id: vendor,
-                vin,
-                year: 2020,
-                make: "Bench".into(),
-                model: "Load".into(),
-                trim: String::new(),
-                mileage: 1,
-                photos: vec![],
-                pickup: "Bench yard".into(),
-            },
-        )
-        .await?;
+        let vehicle = bench_vehicle(pool, vendor, &format!("B{}{:06}", &run[..10], i)).await?;
         lots.push(
             add_lot(
                 pool,
@@ -376,4 +389,221 @@ async fn setup(
     }
     schedule_event(pool, event).await?;
     Ok((users, lots))
+}
+
+async fn bench_ticker(o: TickerBench) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        o.lanes >= 1 && o.lots >= o.lanes as usize,
+        "at least one lot per lane"
+    );
+    let mut conn = o.conn.clone();
+    let _servers = if o.private {
+        let nats = testkit::NatsServer::start().await?;
+        let db = testkit::TestDb::new().await?;
+        conn.nats_url = nats.url();
+        conn.database_url = db.url.clone();
+        Some((nats, db))
+    } else {
+        None
+    };
+    migrate(&conn, 1).await?;
+    let partitions = conn.partitions()?;
+    let pool = store::connect(&conn.database_url, 8).await?;
+    let nats = bus::connect(&conn.nats_url, "gavel-bench").await?;
+    let per_lane = o.lots / o.lanes as usize;
+    let starts_at = schemas::now_ms() + 1_000;
+    let event = setup_event(&pool, o.lanes, per_lane, o.lot_seconds, starts_at).await?;
+    let total = per_lane * o.lanes as usize;
+
+    let mut lots_feed = nats.subscribe(format!("auction.{event}.*.lot")).await?;
+    let mut ticks = nats.subscribe(format!("auction.{event}.*.tick")).await?;
+    let mut commands = nats.subscribe("bids.>").await?;
+    nats.flush().await?;
+    let shutdown = CancellationToken::new();
+    let bidder_task = tokio::spawn(bidder::run(
+        bidder::Config::new(partitions),
+        bus::connect(&conn.nats_url, "gavel-bench-bidder").await?,
+        pool.clone(),
+        shutdown.clone(),
+    ));
+    let mut tcfg = ticker::Config::new(partitions);
+    tcfg.tick_ms = o.tick_ms;
+    let ticker_task = tokio::spawn(ticker::run(
+        tcfg,
+        bus::connect(&conn.nats_url, "gavel-bench-ticker").await?,
+        pool.clone(),
+        shutdown.clone(),
+    ));
+    eprintln!(
+        "running {total} lots of {} s over {} lanes",
+        o.lot_seconds, o.lanes
+    );
+
+    let mut late_decided = Histogram::<u64>::new(3)?;
+    let mut late_seen = Histogram::<u64>::new(3)?;
+    let mut late_sent = Histogram::<u64>::new(3)?;
+    let mut hammered: std::collections::HashSet<LotId> = Default::default();
+    let mut jitter = Histogram::<u64>::new(3)?;
+    let mut tick_delay = Histogram::<u64>::new(3)?;
+    let mut deadline: std::collections::HashMap<LotId, i64> = Default::default();
+    let mut last_tick: std::collections::HashMap<LotId, i64> = Default::default();
+    let mut closed = 0usize;
+    let limit = Duration::from_secs((per_lane as u64 + 2) * (o.lot_seconds as u64 + 2) + 30);
+    let until = tokio::time::Instant::now() + limit;
+    while closed < total {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            Some(m) = lots_feed.next() => {
+                let seen = schemas::now_ms();
+                match schemas::nats::AuctionMsg::decode(&m.payload) {
+                    Ok(schemas::nats::AuctionMsg::LotOpened(c)) => {
+                        if let Some(e) = c.ends_at {
+                            deadline.insert(c.lot_id, e);
+                        }
+                    }
+                    Ok(schemas::nats::AuctionMsg::LotClosed(c)) => {
+                        closed += 1;
+                        if let Some(&e) = deadline.get(&c.lot_id) {
+                            late_decided.record((c.server_time - e).max(0) as u64)?;
+                            late_seen.record((seen - e).max(0) as u64)?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some(m) = commands.next() => {
+                let seen = schemas::now_ms();
+                if let Ok(BidCommand::Hammer { lot_id, .. }) = BidCommand::decode(&m.payload) {
+                    if let Some(&e) = deadline.get(&lot_id) {
+                        if hammered.insert(lot_id) {
+                            late_sent.record((seen - e).max(0) as u64)?;
+                        }
+                    }
+                }
+            }
+            Some(m) = ticks.next() => {
+                let seen = schemas::now_ms();
+                if let Ok(schemas::nats::AuctionMsg::TimerUpdate(t)) = schemas::nats::AuctionMsg::decode(&m.payload) {
+                    tick_delay.record((seen - t.server_time).max(0) as u64)?;
+                    if let Some(prev) = last_tick.insert(t.lot_id, t.server_time) {
+                        jitter.record((t.server_time - prev - o.tick_ms).unsigned_abs())?;
+                    }
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+    bidder_task.await??;
+    ticker_task.await??;
+    let status = store::clock::event_status(&pool, event).await?;
+    let q = |h: &Histogram<u64>| serde_json::json!({"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99), "max": h.max(), "n": h.len()});
+    let report = serde_json::json!({
+        "bench": "ticker",
+        "lots": total,
+        "lanes": o.lanes,
+        "lot_seconds": o.lot_seconds,
+        "tick_ms": o.tick_ms,
+        "closed": closed,
+        "event_status": status,
+        "hammer_sent_ms": q(&late_sent),
+        "hammer_lateness_decided_ms": q(&late_decided),
+        "hammer_lateness_announced_ms": q(&late_seen),
+        "tick_jitter_ms": q(&jitter),
+        "tick_delivery_ms": q(&tick_delay),
+    });
+    if o.json {
+        println!("{report}");
+    } else {
+        println!(
+            "gavel bench ticker: {total} lots of {} s over {} lanes, ticks every {} ms",
+            o.lot_seconds, o.lanes, o.tick_ms
+        );
+        println!("  closed                      {closed} of {total}; event {status}");
+        let line = |name: &str, h: &Histogram<u64>| {
+            println!(
+                "  {name:<27} p50 {} ms  p99 {} ms  max {} ms  ({} samples)",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                h.len()
+            )
+        };
+        line("hammer sent (ticker)", &late_sent);
+        line("hammer lateness (decided)", &late_decided);
+        line("hammer lateness (announced)", &late_seen);
+        line("tick jitter at the ticker", &jitter);
+        line("tick delivery", &tick_delay);
+    }
+    anyhow::ensure!(closed == total, "only {closed} of {total} lots closed");
+    Ok(())
+}
+
+/// A scheduled event of `lanes` × `per_lane` lots (no reserve) starting at `starts_at`.
+async fn setup_event(
+    pool: &store::PgPool,
+    lanes: i32,
+    per_lane: usize,
+    lot_seconds: i32,
+    starts_at: i64,
+) -> anyhow::Result<schemas::EventId> {
+    use store::catalog::*;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let vendor = create_vendor(pool, "Bench Motors", "bench@gavel.test").await?;
+    let event = create_event(
+        pool,
+        &NewEvent {
+            name: format!("ticker bench {run}"),
+            starts_at,
+            lanes,
+            lot_seconds,
+            reset_seconds: lot_seconds,
+        },
+    )
+    .await?;
+    for lane in 1..=lanes {
+        for position in 1..=per_lane as i32 {
+            let vehicle = bench_vehicle(
+                pool,
+                vendor,
+                &format!("T{}{lane:02}{position:04}", &run[..10]),
+            )
+            .await?;
+            add_lot(
+                pool,
+                &NewLot {
+                    event_id: event,
+                    vehicle_id: vehicle,
+                    lane,
+                    position,
+                    starting_price: 1_000,
+                    reserve: 0,
+                },
+            )
+            .await?;
+        }
+    }
+    schedule_event(pool, event).await?;
+    Ok(event)
+}
+
+async fn bench_vehicle(
+    pool: &store::PgPool,
+    vendor: schemas::VendorId,
+    vin: &str,
+) -> anyhow::Result<schemas::VehicleId> {
+    Ok(store::catalog::create_vehicle(
+        pool,
+        &store::catalog::NewVehicle {
+            vendor_id: vendor,
+            vin: vin.to_uppercase(),
+            year: 2020,
+            make: "Bench".into(),
+            model: "Load".into(),
+            trim: String::new(),
+            mileage: 1,
+            photos: vec![],
+            pickup: "Bench yard".into(),
+        },
+    )
+    .await?)
 }

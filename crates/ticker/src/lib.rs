@@ -11,7 +11,7 @@ pub mod plan;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, message::PublishMessage};
 use bus::Outgoing;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use plan::{Action, Clock};
 use schemas::nats::{AuctionMsg, BidCommand, NatsMessage, NotifyJob};
 use schemas::subjects as subj;
@@ -151,10 +151,15 @@ async fn lead(
             _ = shutdown.cancelled() => return Ok(()),
             _ = lost.cancelled() => return Ok(()),
             Some(m) = feed.next() => {
-                if let Ok(msg) = AuctionMsg::decode(&m.payload) {
-                    if clock.on_auction(&msg, schemas::now_ms(), &mut actions) {
-                        next_poll = 0;
+                // Take everything already here before acting: a burst of closes is one poll.
+                let mut next = Some(m);
+                while let Some(m) = next {
+                    if let Ok(msg) = AuctionMsg::decode(&m.payload) {
+                        if clock.on_auction(&msg, schemas::now_ms(), &mut actions) {
+                            next_poll = 0;
+                        }
                     }
+                    next = feed.next().now_or_never().flatten();
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
