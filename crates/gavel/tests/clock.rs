@@ -195,3 +195,76 @@ async fn a_bid_in_the_last_100_ms_resets_the_deadline_and_the_old_hammer_is_igno
         "not closed before the new deadline"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_lot_keeps_its_time_and_is_not_hammered_until_resumed() {
+    let env = Env::start().await;
+    let (_b, _bh) = env.spawn_bidder(env.bidder_config()).await;
+    let (event, lanes) = env.event(1, 1, schemas::now_ms(), 3, 3, |_, _| 0).await;
+    let lot = lanes[0][0];
+    let mut ticks = env
+        .client
+        .subscribe(schemas::subjects::auction_tick(event, 1))
+        .await
+        .unwrap();
+    env.client.flush().await.unwrap();
+    let _t = spawn_ticker(&env, ticker_config()).await;
+    wait_until(Duration::from_secs(10), "lot open", || async {
+        env.lot(lot).await.state == LotState::Open
+    })
+    .await
+    .unwrap();
+    let open = env.lot(lot).await;
+    let pause = env.send(&BidCommand::Pause { lot_id: lot }, None).await;
+    env.wait_applied(lot, pause).await;
+    let paused = env.lot(lot).await;
+    assert_eq!(paused.state, LotState::Paused);
+    let kept = paused.remaining_ms.unwrap();
+    assert!(kept > 0 && kept <= 3_000);
+    // Past the old deadline: still paused, and the only ticks are the one announcing the pause.
+    let past = (open.ends_at.unwrap() + 500 - schemas::now_ms()).max(0) as u64;
+    let mut paused_ticks = 0;
+    let window = tokio::time::sleep(Duration::from_millis(past));
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            _ = &mut window => break,
+            Some(m) = ticks.next() => {
+                if let AuctionMsg::TimerUpdate(t) = AuctionMsg::decode(&m.payload).unwrap() {
+                    if t.version >= paused.version {
+                        assert_eq!(t.state, LotState::Paused);
+                        assert_eq!(t.remaining_ms, kept);
+                        paused_ticks += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        paused_ticks <= 1,
+        "a paused lot does not tick ({paused_ticks})"
+    );
+    assert_eq!(
+        env.lot(lot).await.state,
+        LotState::Paused,
+        "a paused lot is not hammered"
+    );
+    let resume = env.send(&BidCommand::Resume { lot_id: lot }, None).await;
+    let resumed_at = schemas::now_ms();
+    env.wait_applied(lot, resume).await;
+    let resumed = env.lot(lot).await;
+    assert_eq!(resumed.state, LotState::Open);
+    let ends_at = resumed.ends_at.unwrap();
+    assert!(
+        (ends_at - (resumed_at + kept)).abs() < 500,
+        "resume gives back the time kept"
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "closed after the kept time",
+        || async { env.lot(lot).await.state == LotState::Closed },
+    )
+    .await
+    .unwrap();
+    assert!(schemas::now_ms() >= ends_at);
+}
