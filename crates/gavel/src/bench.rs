@@ -81,6 +81,26 @@ pub struct BidderBench {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Start a private nats-server and database for the run (a clean, reproducible state)
+    /// instead of using NATS_URL and DATABASE_URL.
+    #[arg(long)]
+    private: bool,
+}
+
+/// Private servers for a bench run, or the configured ones.
+async fn servers(
+    conn: &Conn,
+    private: bool,
+) -> anyhow::Result<(Conn, Option<(testkit::NatsServer, testkit::TestDb)>)> {
+    let mut conn = conn.clone();
+    if !private {
+        return Ok((conn, None));
+    }
+    let nats = testkit::NatsServer::start().await?;
+    let db = testkit::TestDb::new().await?;
+    conn.nats_url = nats.url();
+    conn.database_url = db.url.clone();
+    Ok((conn, Some((nats, db))))
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -96,10 +116,11 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         "at least 2 bidders (a bidder cannot outbid itself)"
     );
     anyhow::ensure!(o.lots >= 1 && o.bids >= 1, "at least one lot and one bid");
-    migrate(&o.conn, 1).await?;
-    let partitions = o.conn.partitions()?;
-    let pool = store::connect(&o.conn.database_url, 8).await?;
-    let nats = bus::connect(&o.conn.nats_url, "gavel-bench").await?;
+    let (conn, _servers) = servers(&o.conn, o.private).await?;
+    migrate(&conn, 1).await?;
+    let partitions = conn.partitions()?;
+    let pool = store::connect(&conn.database_url, 8).await?;
+    let nats = bus::connect(&conn.nats_url, "gavel-bench").await?;
     let js = bus::jetstream(nats.clone());
 
     eprintln!("setting up {} bidders and {} lots", o.bidders, o.lots);
@@ -109,7 +130,7 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
     let bidder_task = if o.external_bidder {
         None
     } else {
-        let bnats = bus::connect(&o.conn.nats_url, "gavel-bench-bidder").await?;
+        let bnats = bus::connect(&conn.nats_url, "gavel-bench-bidder").await?;
         let cfg = o.bidder.config(partitions);
         Some(tokio::spawn(bidder::run(
             cfg,
@@ -396,16 +417,7 @@ async fn bench_ticker(o: TickerBench) -> anyhow::Result<()> {
         o.lanes >= 1 && o.lots >= o.lanes as usize,
         "at least one lot per lane"
     );
-    let mut conn = o.conn.clone();
-    let _servers = if o.private {
-        let nats = testkit::NatsServer::start().await?;
-        let db = testkit::TestDb::new().await?;
-        conn.nats_url = nats.url();
-        conn.database_url = db.url.clone();
-        Some((nats, db))
-    } else {
-        None
-    };
+    let (conn, _servers) = servers(&o.conn, o.private).await?;
     migrate(&conn, 1).await?;
     let partitions = conn.partitions()?;
     let pool = store::connect(&conn.database_url, 8).await?;
