@@ -504,10 +504,16 @@ async fn bench_ticker(o: TickerBench) -> anyhow::Result<()> {
             }
         }
     }
+    // The event closes once the ticker sees its lanes empty.
+    let mut status = store::clock::event_status(&pool, event).await?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while status != "closed" && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = store::clock::event_status(&pool, event).await?;
+    }
     shutdown.cancel();
     bidder_task.await??;
     ticker_task.await??;
-    let status = store::clock::event_status(&pool, event).await?;
     let q = |h: &Histogram<u64>| serde_json::json!({"p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99), "max": h.max(), "n": h.len()});
     let report = serde_json::json!({
         "bench": "ticker",

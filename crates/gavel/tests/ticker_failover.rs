@@ -224,14 +224,23 @@ async fn killing_the_leading_ticker_hands_over_to_the_standby() {
         "killed before the deadline"
     );
 
+    // The dead leader's last renewal, as the server stamped it: the lease expires LEASE_MS later.
+    let kv = env.js.get_key_value(&bucket).await.unwrap();
+    let last_renewal = kv.entry("leader").await.unwrap().expect("a lease").created;
     wait_until(
-        Duration::from_millis(LEASE_MS + 2_000),
+        Duration::from_millis(LEASE_MS + 10_000),
         "the standby leads",
         || async { leader_pid(&env, &bucket).await == Some(standby.pid()) },
     )
     .await
     .unwrap();
     let handover = killed.elapsed();
+    let taken = kv.entry("leader").await.unwrap().expect("a lease").created;
+    let after_expiry = (taken - last_renewal).whole_milliseconds() - LEASE_MS as i128;
+    assert!(
+        after_expiry <= 2_000,
+        "the standby took over {after_expiry} ms after the lease expired"
+    );
 
     wait_event_closed(&env, event).await;
     let closes = assert_each_lot_once(&env, event, &lanes).await;

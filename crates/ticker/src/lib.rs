@@ -126,17 +126,13 @@ async fn lead(
         nats.subscribe(subj::AUCTION_STORED[1]).await?,
     );
     let mut clock = Clock::new(config.tick_ms);
-    let mut next_poll = 0i64;
+    // Postgres is read by its own task, so a slow query never delays a hammer or a tick.
+    let (state_tx, mut state_rx) = tokio::sync::mpsc::channel(1);
+    let poke = std::sync::Arc::new(tokio::sync::Notify::new());
+    let poller = tokio::spawn(poll_state(pool.clone(), config.poll_ms, state_tx, poke.clone()));
+    let _stop_poller = AbortOnDrop(poller);
     let mut actions = Vec::new();
     loop {
-        let now = schemas::now_ms();
-        if now >= next_poll {
-            match read_state(pool, now).await {
-                Ok((events, lots)) => clock.replace_state(events, lots),
-                Err(e) => tracing::warn!(error = %e, "cannot read the auction state; retrying"),
-            }
-            next_poll = schemas::now_ms() + config.poll_ms;
-        }
         let now = schemas::now_ms();
         clock.due(now, &mut actions);
         for a in actions.drain(..) {
@@ -144,7 +140,7 @@ async fn lead(
                 tracing::warn!(error = %format!("{e:#}"), "clock action failed; it will be retried");
             }
         }
-        let wake = clock.next_wakeup().unwrap_or(i64::MAX).min(next_poll);
+        let wake = clock.next_wakeup().unwrap_or(i64::MAX);
         let sleep_ms = (wake - schemas::now_ms()).clamp(0, config.poll_ms) as u64;
         tokio::select! {
             biased;
@@ -156,13 +152,46 @@ async fn lead(
                 while let Some(m) = next {
                     if let Ok(msg) = AuctionMsg::decode(&m.payload) {
                         if clock.on_auction(&msg, schemas::now_ms(), &mut actions) {
-                            next_poll = 0;
+                            poke.notify_one();
                         }
                     }
                     next = feed.next().now_or_never().flatten();
                 }
             }
+            Some((events, lots)) = state_rx.recv() => clock.replace_state(events, lots),
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+        }
+    }
+}
+
+/// Aborts the task when the leader stops leading.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the auction state every `poll_ms`, or at once when poked (a lot closed).
+async fn poll_state(
+    pool: PgPool,
+    poll_ms: i64,
+    out: tokio::sync::mpsc::Sender<(Vec<store::clock::ClockEvent>, Vec<store::clock::BlockLot>)>,
+    poke: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        match read_state(&pool, schemas::now_ms()).await {
+            Ok(state) => {
+                if out.send(state).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the auction state; retrying"),
+        }
+        tokio::select! {
+            _ = poke.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(poll_ms as u64)) => {}
         }
     }
 }

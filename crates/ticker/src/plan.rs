@@ -51,6 +51,9 @@ pub struct Clock {
     sent_hammer: HashMap<(LotId, i64), i64>,
     sent_start: HashMap<EventId, i64>,
     sent_close: HashMap<EventId, i64>,
+    /// Lots whose close was announced: a reading of Postgres taken before the close must not
+    /// put them back on the block.
+    ended: HashSet<LotId>,
 }
 
 impl Clock {
@@ -67,7 +70,12 @@ impl Clock {
     pub fn replace_state(&mut self, events: Vec<ClockEvent>, lots: Vec<BlockLot>) {
         self.events = events.into_iter().map(|e| (e.id, e)).collect();
         let mut lanes = HashMap::with_capacity(lots.len());
+        let listed: HashSet<LotId> = lots.iter().map(|l| l.lot_id).collect();
+        self.ended.retain(|l| listed.contains(l));
         for lot in lots {
+            if self.ended.contains(&lot.lot_id) {
+                continue;
+            }
             let key = (lot.event_id, lot.lane);
             let keep = match self.lanes.get(&key) {
                 Some(known) if known.lot_id == lot.lot_id && known.version > lot.version => {
@@ -93,6 +101,7 @@ impl Clock {
                 (c.event_id, c.lane, c.lot_id, c.version)
             }
             AuctionMsg::LotClosed(c) => {
+                self.ended.insert(c.lot_id);
                 if let Some(l) = self.lanes.get(&(c.event_id, c.lane)) {
                     if l.lot_id == c.lot_id {
                         self.lanes.remove(&(c.event_id, c.lane));
