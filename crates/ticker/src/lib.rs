@@ -129,7 +129,12 @@ async fn lead(
     // Postgres is read by its own task, so a slow query never delays a hammer or a tick.
     let (state_tx, mut state_rx) = tokio::sync::mpsc::channel(1);
     let poke = std::sync::Arc::new(tokio::sync::Notify::new());
-    let poller = tokio::spawn(poll_state(pool.clone(), config.poll_ms, state_tx, poke.clone()));
+    let poller = tokio::spawn(poll_state(
+        pool.clone(),
+        config.poll_ms,
+        state_tx,
+        poke.clone(),
+    ));
     let _stop_poller = AbortOnDrop(poller);
     let mut actions = Vec::new();
     loop {
