@@ -1,6 +1,7 @@
 //! NATS plumbing every Gavel service shares, so they agree on streams and headers without
 //! depending on each other: [`connect`] (refuses servers older than 2.10), [`ensure_streams`]
-//! (the four streams of PROTOCOL.md) and [`Outgoing`] (a message with Gavel's headers).
+//! (the four streams of PROTOCOL.md and the notifier's dead letters) and [`Outgoing`] (a
+//! message with Gavel's headers).
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
@@ -120,7 +121,14 @@ pub fn stream_configs(partitions: u16, replicas: usize) -> Vec<stream::Config> {
         7 * day,
         stream::RetentionPolicy::WorkQueue,
     );
-    vec![bids, auction, users, notify]
+    // Dead letters are kept for ops to read and replay, not consumed: limits, a month.
+    let notify_dead = stored(
+        subj::STREAM_NOTIFY_DEAD,
+        &[subj::NOTIFY_DEAD_ALL],
+        30 * day,
+        stream::RetentionPolicy::Limits,
+    );
+    vec![bids, auction, users, notify, notify_dead]
 }
 
 /// Creates the streams that are missing and checks that `BIDS` was made for `partitions`

@@ -80,6 +80,14 @@ enum Command {
         #[command(flatten)]
         opts: TickerOpts,
     },
+    /// Run the notifier: push jobs from NOTIFY to OneSignal, idempotent and retried (logged
+    /// instead of sent while OneSignal is not configured).
+    Notifier {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        opts: NotifierOpts,
+    },
     /// Print NATS messages on a subject as JSON lines (decodes Gavel's MessagePack).
     Tail {
         /// Subject or wildcard, e.g. `auction.>` or `bids.3.*`.
@@ -183,6 +191,54 @@ impl TickerOpts {
     }
 }
 
+/// Notifier settings: OneSignal from the environment, delays for ops and tests.
+#[derive(Args, Clone, Debug)]
+pub struct NotifierOpts {
+    /// OneSignal app id; with the API key pushes are sent, with neither they are logged.
+    #[arg(long, env = "ONESIGNAL_APP_ID")]
+    pub onesignal_app_id: Option<String>,
+    /// OneSignal REST API key (set it in the environment; it is never printed).
+    #[arg(long, env = "ONESIGNAL_API_KEY", hide_env_values = true)]
+    pub onesignal_api_key: Option<String>,
+    /// OneSignal's API base URL.
+    #[arg(long, env = "ONESIGNAL_API_URL", default_value = notifier::DEFAULT_API_URL)]
+    pub onesignal_api_url: String,
+    /// Push jobs handled at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Timeout of one OneSignal request, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// How soon a dead notifier's jobs are redelivered, in ms.
+    #[arg(long, default_value_t = 30_000, hide = true)]
+    pub ack_wait_ms: u64,
+    /// First retry backoff in ms; it doubles up to --retry-max-ms.
+    #[arg(long, default_value_t = 500, hide = true)]
+    pub retry_base_ms: u64,
+    /// Longest retry backoff in ms (also the wait after a bad key).
+    #[arg(long, default_value_t = 60_000, hide = true)]
+    pub retry_max_ms: u64,
+}
+
+impl NotifierOpts {
+    pub fn config(&self) -> anyhow::Result<notifier::Config> {
+        let mut c = notifier::Config::new();
+        c.onesignal = notifier::OneSignal::from_parts(
+            self.onesignal_app_id.clone(),
+            self.onesignal_api_key.clone(),
+        )?;
+        c.api_url = self.onesignal_api_url.clone();
+        c.concurrency = self.concurrency.max(1);
+        c.request_timeout = Duration::from_millis(self.request_timeout_ms.max(100));
+        c.ack_wait = Duration::from_millis(self.ack_wait_ms.max(300));
+        c.retry.base = Duration::from_millis(self.retry_base_ms.max(1));
+        c.retry.max = Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms).max(1));
+        c.retry.misconfigured = c.retry.max;
+        c.check()?;
+        Ok(c)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -236,6 +292,13 @@ async fn main() -> anyhow::Result<()> {
             let pool = store::connect(&conn.database_url, 4).await?;
             let shutdown = shutdown_on_signal();
             ticker::run(opts.config(partitions), nats, pool, shutdown).await?;
+        }
+        Command::Notifier { conn, opts } => {
+            let config = opts.config()?;
+            let nats = bus::connect(&conn.nats_url, "gavel-notifier").await?;
+            let pool = store::connect(&conn.database_url, 4).await?;
+            let shutdown = shutdown_on_signal();
+            notifier::run(config, nats, pool, shutdown).await?;
         }
         Command::Tail {
             subject,

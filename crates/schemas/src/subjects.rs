@@ -14,6 +14,8 @@ pub const STREAM_AUCTION: &str = "AUCTION";
 pub const STREAM_USERS: &str = "USERS";
 /// Push jobs for the notifier (work queue).
 pub const STREAM_NOTIFY: &str = "NOTIFY";
+/// Push jobs the notifier could not deliver (a permanent refusal), with the reason, for ops.
+pub const STREAM_NOTIFY_DEAD: &str = "NOTIFY_DEAD";
 
 /// Default number of partitions of `BIDS` (`GAVEL_PARTITIONS`).
 pub const DEFAULT_PARTITIONS: u16 = 16;
@@ -90,6 +92,8 @@ pub const AUCTION_ALL: &str = "auction.>";
 pub const USERS_ALL: &str = "user.>";
 /// `notify.>`: the subjects of the `NOTIFY` stream.
 pub const NOTIFY_ALL: &str = "notify.>";
+/// `notify_dead.>`: the subjects of the `NOTIFY_DEAD` stream.
+pub const NOTIFY_DEAD_ALL: &str = "notify_dead.>";
 
 /// `auction.<event>.<lane>.bid`: accepted bids of a lane.
 pub fn auction_bid(event: EventId, lane: i32) -> String {
@@ -138,6 +142,11 @@ pub fn user(user: UserId, kind: UserKind) -> String {
 /// `notify.<kind>`: a push job (`event_starting`, `outbid`, `won`).
 pub fn notify(kind: &str) -> String {
     format!("notify.{kind}")
+}
+
+/// `notify_dead.<kind>`: a push job of that kind the notifier gave up on (dead letter).
+pub fn notify_dead(kind: &str) -> String {
+    format!("notify_dead.{kind}")
 }
 
 #[cfg(test)]

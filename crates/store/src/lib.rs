@@ -10,6 +10,7 @@ pub mod bidding;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod push;
 pub mod users;
 
 pub use error::StoreError;
