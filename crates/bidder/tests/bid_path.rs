@@ -404,6 +404,8 @@ async fn an_owner_whose_lease_was_taken_over_cannot_commit() {
         .await
         .unwrap()
         .is_none());
+    // B steps down cleanly: the lease is free at once for the bidder below.
+    store::bidding::release_lease(pool, &b).await.unwrap();
 
     // Bidder level: a running bidder whose lease is stolen stops deciding until it is back.
     let mut cfg = env.bidder_config();

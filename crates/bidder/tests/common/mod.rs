@@ -238,7 +238,7 @@ impl Env {
 
     /// Waits until the lot has applied at least stream sequence `seq`.
     pub async fn wait_applied(&self, lot: LotId, seq: u64) {
-        testkit::wait_until(Duration::from_secs(20), "lot applied", || async {
+        testkit::wait_until(Duration::from_secs(30), "lot applied", || async {
             self.lot(lot).await.applied_seq >= seq as i64 || self.decided(seq).await
         })
         .await
