@@ -88,6 +88,13 @@ enum Command {
         #[command(flatten)]
         opts: NotifierOpts,
     },
+    /// Run the edge: REST for buyers and admins (WebSockets come next).
+    Edge {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        opts: EdgeOpts,
+    },
     /// Print NATS messages on a subject as JSON lines (decodes Gavel's MessagePack).
     Tail {
         /// Subject or wildcard, e.g. `auction.>` or `bids.3.*`.
@@ -156,6 +163,30 @@ impl BidderOpts {
         c.batch_max = self.batch_max.max(1);
         c.crash_at = self.crash_at;
         c
+    }
+}
+
+/// Edge settings.
+#[derive(Args, Clone)]
+pub struct EdgeOpts {
+    /// Where the edge listens.
+    #[arg(long, env = "GAVEL_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: std::net::SocketAddr,
+    /// Signs access tokens; at least 32 bytes. Required outside `gavel dev`.
+    #[arg(long, env = "GAVEL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    /// Login and register calls per minute per client address; 0 turns the limit off.
+    #[arg(long, env = "GAVEL_AUTH_RATE", default_value_t = 30)]
+    pub auth_rate: u32,
+}
+
+impl EdgeOpts {
+    pub fn config(&self, partitions: u16) -> anyhow::Result<edge::Config> {
+        let mut c = edge::Config::new(edge::auth::Secret::new(self.jwt_secret.clone()), partitions);
+        c.http_addr = self.http_addr;
+        c.auth_rate = self.auth_rate;
+        c.check()?;
+        Ok(c)
     }
 }
 
@@ -299,6 +330,14 @@ async fn main() -> anyhow::Result<()> {
             let pool = store::connect(&conn.database_url, 4).await?;
             let shutdown = shutdown_on_signal();
             notifier::run(config, nats, pool, shutdown).await?;
+        }
+        Command::Edge { conn, opts } => {
+            let config = opts.config(conn.partitions()?)?;
+            let nats = bus::connect(&conn.nats_url, "gavel-edge").await?;
+            let pool = store::connect(&conn.database_url, 16).await?;
+            let shutdown = shutdown_on_signal();
+            tracing::info!(addr = %config.http_addr, "edge listening");
+            edge::run(config, nats, pool, shutdown).await?;
         }
         Command::Tail {
             subject,

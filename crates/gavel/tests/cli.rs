@@ -125,3 +125,70 @@ async fn migrate_creates_the_database_and_streams_then_user_add_and_tail_work() 
         .await
         .unwrap();
 }
+
+/// A raw HTTP/1.0 GET: the status line's code, or None while nothing answers.
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    String::from_utf8_lossy(&buf)
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gavel_edge_serves_and_refuses_a_short_secret() {
+    let nats = NatsServer::start().await.unwrap();
+    let db = TestDb::new().await.unwrap();
+    let out = gavel(&nats, &db.url).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let short = gavel(&nats, &db.url)
+        .arg("edge")
+        .env("GAVEL_JWT_SECRET", "short")
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 32 bytes"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut edge = gavel(&nats, &db.url)
+        .arg("edge")
+        .env("GAVEL_JWT_SECRET", "a-secret-of-at-least-thirty-two-bytes")
+        .env("GAVEL_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    testkit::wait_until(std::time::Duration::from_secs(20), "edge ready", || async {
+        http_status(port, "/readyz").await == Some(200)
+    })
+    .await
+    .unwrap();
+    assert_eq!(http_status(port, "/api/me").await, Some(401));
+    assert_eq!(http_status(port, "/no/such/route").await, Some(404));
+    // SIGTERM drains and exits cleanly.
+    Command::new("kill")
+        .args(["-TERM", &edge.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || edge.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

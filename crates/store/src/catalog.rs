@@ -143,3 +143,45 @@ pub async fn schedule_event(pool: &PgPool, id: EventId) -> Result<(), StoreError
     tx.commit().await?;
     Ok(())
 }
+
+/// Lists a vehicle in an event, checked against the event first (the admin's door; [`add_lot`]
+/// trusts its caller). An unknown event is `NotFound`; a lane outside `1..=lanes` is
+/// `Constraint("lots_lane_in_event")`; a closed event is `Conflict("events_status")`; a taken
+/// slot is `Conflict("lots_slot_key")`; an unknown vehicle is `Constraint("lots_vehicle_id_fkey")`.
+/// The event row is locked meanwhile, so a concurrent schedule cannot leave the new lot in
+/// `draft` under a scheduled event.
+pub async fn add_lot_checked(pool: &PgPool, l: &NewLot) -> Result<LotId, StoreError> {
+    let mut tx = pool.begin().await?;
+    let event: Option<(String, i32)> =
+        sqlx::query_as("SELECT status, lanes FROM events WHERE id = $1 FOR UPDATE")
+            .bind(l.event_id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((status, lanes)) = event else {
+        return Err(StoreError::NotFound);
+    };
+    if !(1..=lanes).contains(&l.lane) {
+        return Err(StoreError::Constraint("lots_lane_in_event".into()));
+    }
+    if status == "closed" {
+        return Err(StoreError::Conflict("events_status".into()));
+    }
+    let id = LotId::new();
+    sqlx::query(
+        "INSERT INTO lots (id, event_id, vehicle_id, lane, position, starting_price, reserve, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7,
+                 CASE WHEN $8 IN ('scheduled', 'live') THEN 'scheduled' ELSE 'draft' END)",
+    )
+    .bind(id.0)
+    .bind(l.event_id.0)
+    .bind(l.vehicle_id.0)
+    .bind(l.lane)
+    .bind(l.position)
+    .bind(l.starting_price)
+    .bind(l.reserve)
+    .bind(&status)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}

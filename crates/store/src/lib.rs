@@ -10,8 +10,10 @@ pub mod bidding;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod health;
 pub mod push;
 pub mod users;
+pub mod views;
 
 pub use error::StoreError;
 pub use sqlx::PgPool;

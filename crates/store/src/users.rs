@@ -97,3 +97,28 @@ pub async fn user_by_email(
         )
     }))
 }
+
+/// The user with this id.
+pub async fn user_by_id(pool: &PgPool, id: UserId) -> Result<Option<User>, StoreError> {
+    let user = sqlx::query_as::<_, User>(
+        "SELECT id, email, name, role, verified FROM users WHERE id = $1",
+    )
+    .bind(id.uuid())
+    .fetch_optional(pool)
+    .await?;
+    Ok(user)
+}
+
+/// Users, oldest first; only those with this `verified` flag when given (the admin's queue of
+/// buyers awaiting verification is `Some(false)`).
+pub async fn list_users(pool: &PgPool, verified: Option<bool>) -> Result<Vec<User>, StoreError> {
+    let users = sqlx::query_as::<_, User>(
+        "SELECT id, email, name, role, verified FROM users
+          WHERE $1::boolean IS NULL OR verified = $1
+          ORDER BY created_at, id",
+    )
+    .bind(verified)
+    .fetch_all(pool)
+    .await?;
+    Ok(users)
+}

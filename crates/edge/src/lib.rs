@@ -1,0 +1,209 @@
+//! The edge: Gavel's door to clients. It serves REST for buyers and admins over warp, issues and
+//! checks access tokens, limits login and register per address, and answers health probes. It
+//! is stateless: any edge serves any client. (WebSockets, bids over REST and the live feed come
+//! next, on the same server.)
+//!
+//! Read [`error`] first (every error and the one place it becomes a response), then [`auth`]
+//! (tokens, account rules, the limiter), then [`rest`] (buyers' routes) and [`admin`] (admins'
+//! routes), then [`openapi`]. This file holds the configuration, the route table and the server.
+//! All SQL is in the `store` crate.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod rest;
+
+use anyhow::Context as _;
+use auth::{AuthLimiter, Secret, Tokens};
+use bytes::Bytes;
+use error::ApiErr;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use store::PgPool;
+use tokio_util::sync::CancellationToken;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// Largest request body the edge reads.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// How an edge runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it listens (`GAVEL_HTTP_ADDR`).
+    pub http_addr: SocketAddr,
+    /// Signs access tokens (`GAVEL_JWT_SECRET`); at least 32 bytes.
+    pub jwt_secret: Secret,
+    /// How long a token lets its holder in.
+    pub token_ttl: Duration,
+    /// Login and register calls per minute per client address (`GAVEL_AUTH_RATE`); 0 is off.
+    pub auth_rate: u32,
+    /// Partitions of `BIDS` (`GAVEL_PARTITIONS`), to address a lot's subject.
+    pub partitions: u16,
+    /// How long a shutdown waits for requests in flight before it gives up on them.
+    pub drain: Duration,
+}
+
+impl Config {
+    /// Defaults: `127.0.0.1:8080`, tokens for 12 hours, 30 auth calls a minute, 10 s drain.
+    pub fn new(jwt_secret: Secret, partitions: u16) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            jwt_secret,
+            token_ttl: Duration::from_secs(12 * 3600),
+            auth_rate: 30,
+            partitions,
+            drain: Duration::from_secs(10),
+        }
+    }
+
+    /// Refuses a configuration that cannot work, at start-up rather than at the first request.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.jwt_secret.expose().len() >= 32,
+            "GAVEL_JWT_SECRET must be at least 32 bytes"
+        );
+        anyhow::ensure!(
+            self.token_ttl >= Duration::from_secs(60),
+            "the token lifetime must be at least a minute"
+        );
+        anyhow::ensure!(self.partitions > 0, "GAVEL_PARTITIONS must be at least 1");
+        Ok(())
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct State {
+    pub(crate) pool: PgPool,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) tokens: Tokens,
+    pub(crate) limiter: Option<AuthLimiter>,
+}
+
+/// A handler's answer: the response, or an error that [`ApiErr::into_response`] turns into one.
+pub(crate) type ApiResult = Result<Response, ApiErr>;
+
+/// `value` as JSON with `status`.
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> ApiResult {
+    Ok(warp::reply::with_status(warp::reply::json(value), status).into_response())
+}
+
+/// Reads a JSON body; anything unreadable is 400 `invalid` with serde's reason.
+pub(crate) fn read_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiErr> {
+    serde_json::from_slice(body).map_err(|e| ApiErr::Invalid(format!("unreadable body: {e}")))
+}
+
+/// Runs the edge on `config.http_addr` until `shutdown`, then drains.
+pub async fn run(
+    config: Config,
+    nats: async_nats::Client,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("listening on {}", config.http_addr))?;
+    serve_on(listener, config, nats, pool, shutdown).await
+}
+
+/// Serves on a listener the caller bound (tests bind port 0 and read the port first) until
+/// `shutdown`: stops accepting, lets requests in flight finish for up to `config.drain`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    nats: async_nats::Client,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.check()?;
+    let addr = listener.local_addr().context("the listener's address")?;
+    let state = Arc::new(State {
+        pool,
+        nats,
+        tokens: Tokens::new(&config.jwt_secret, config.token_ttl),
+        limiter: AuthLimiter::new(config.auth_rate),
+    });
+    tracing::info!(%addr, auth_rate = config.auth_rate, "edge listening");
+    let server = warp::serve(routes(state.clone()))
+        .incoming(listener)
+        .graceful(shutdown.clone().cancelled_owned())
+        .run();
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(config.drain).await;
+    };
+    let housekeeping = async {
+        let Some(limiter) = &state.limiter else {
+            return;
+        };
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => limiter.forget_idle(),
+            }
+        }
+    };
+    let serve = async {
+        tokio::select! {
+            _ = server => tracing::info!(%addr, "edge drained"),
+            _ = deadline => tracing::warn!(%addr, "edge drain deadline passed; requests cut off"),
+        }
+    };
+    tokio::join!(serve, housekeeping);
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+/// Every route, then the protocol's errors for everything else. (No per-request log line: warp's
+/// trace filter logs every 4xx as a warning; refusals are logged once, at debug, in [`error`].)
+pub(crate) fn routes(
+    state: Arc<State>,
+) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    let health = rest::health_routes(state.clone());
+    let api = rest::routes(state.clone()).or(admin::routes(state)).unify();
+    let docs = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| warp::reply::json(&openapi::document()).into_response());
+    health
+        .or(api)
+        .unify()
+        .or(docs)
+        .unify()
+        .recover(error::recover)
+        .unify()
+}
+
+// ----- filters shared by the route modules -----
+
+/// The shared state.
+pub(crate) fn with_state(
+    state: Arc<State>,
+) -> impl Filter<Extract = (Arc<State>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The `Authorization` header, if any and readable (never rejects: handlers decide 401/403
+/// before they read anything else, so an anonymous caller learns nothing from the body checks).
+pub(crate) fn authorization(
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(|h: warp::http::HeaderMap| {
+        h.get(warp::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
+/// A body of at most [`MAX_BODY_BYTES`], unparsed.
+pub(crate) fn body() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes())
+}
+
+/// Turns a handler's answer into the response.
+pub(crate) fn respond(r: ApiResult) -> Response {
+    r.unwrap_or_else(ApiErr::into_response)
+}

@@ -1,0 +1,125 @@
+//! The admin's checked lot listing, the user queries and the buyers' views, on a real Postgres.
+
+use schemas::{EventId, UserId};
+use store::catalog::*;
+use store::StoreError;
+use testkit::TestDb;
+
+async fn db() -> TestDb {
+    let db = TestDb::new().await.expect("test database");
+    store::migrate(&db.pool).await.expect("migrations");
+    db
+}
+
+#[tokio::test]
+async fn add_lot_checked_refuses_by_name() {
+    let db = db().await;
+    let pool = &db.pool;
+    let vendor = create_vendor(pool, "V", "").await.unwrap();
+    let vehicle = create_vehicle(
+        pool,
+        &NewVehicle {
+            vendor_id: vendor,
+            vin: "VIN1".into(),
+            year: 2020,
+            make: "Kia".into(),
+            model: "Rio".into(),
+            trim: String::new(),
+            mileage: 5,
+            photos: vec!["p".into()],
+            pickup: "Gate 1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let event = create_event(
+        pool,
+        &NewEvent {
+            name: "E".into(),
+            starts_at: 1,
+            lanes: 2,
+            lot_seconds: 30,
+            reset_seconds: 30,
+        },
+    )
+    .await
+    .unwrap();
+    let lot = |event_id, lane, position| NewLot {
+        event_id,
+        vehicle_id: vehicle,
+        lane,
+        position,
+        starting_price: 1_000,
+        reserve: 0,
+    };
+    assert!(matches!(
+        add_lot_checked(pool, &lot(EventId::new(), 1, 1)).await,
+        Err(StoreError::NotFound)
+    ));
+    for lane in [0, 3] {
+        assert!(matches!(
+            add_lot_checked(pool, &lot(event, lane, 1)).await,
+            Err(StoreError::Constraint(c)) if c == "lots_lane_in_event"
+        ));
+    }
+    let id = add_lot_checked(pool, &lot(event, 2, 1)).await.unwrap();
+    assert!(matches!(
+        add_lot_checked(pool, &lot(event, 2, 1)).await,
+        Err(StoreError::Conflict(c)) if c == "lots_slot_key"
+    ));
+    let mut unknown_vehicle = lot(event, 1, 1);
+    unknown_vehicle.vehicle_id = schemas::VehicleId::new();
+    assert!(matches!(
+        add_lot_checked(pool, &unknown_vehicle).await,
+        Err(StoreError::Constraint(c)) if c == "lots_vehicle_id_fkey"
+    ));
+
+    let view = store::views::lot_view(pool, id).await.unwrap().unwrap();
+    assert_eq!(view.state, schemas::LotState::Draft);
+    assert_eq!(view.min_next, 1_000);
+    assert_eq!(view.vehicle.photos, vec!["p".to_owned()]);
+    schedule_event(pool, event).await.unwrap();
+    let lots = store::views::event_lots(pool, event).await.unwrap();
+    assert_eq!(lots.len(), 1);
+    assert_eq!(lots[0].state, schemas::LotState::Scheduled);
+    let feed = store::views::events_by_status(pool, &["scheduled"])
+        .await
+        .unwrap();
+    assert_eq!(feed.len(), 1);
+    assert!(store::views::events_by_status(pool, &["live"])
+        .await
+        .unwrap()
+        .is_empty());
+    store::health::ping(pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn users_by_id_and_the_verification_queue() {
+    let db = db().await;
+    let pool = &db.pool;
+    let a = store::users::create_user(pool, "a@x.io", "h", "A", false, false)
+        .await
+        .unwrap();
+    let b = store::users::create_user(pool, "b@x.io", "h", "B", false, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store::users::user_by_id(pool, UserId(a.id)).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        store::users::user_by_id(pool, UserId::new()).await.unwrap(),
+        None
+    );
+    let queue = store::users::list_users(pool, Some(false)).await.unwrap();
+    assert_eq!(queue, vec![a.clone()]);
+    assert_eq!(
+        store::users::list_users(pool, Some(true)).await.unwrap(),
+        vec![b]
+    );
+    assert_eq!(store::users::list_users(pool, None).await.unwrap().len(), 2);
+    assert!(store::views::won_lots(pool, UserId(a.id))
+        .await
+        .unwrap()
+        .is_empty());
+}
