@@ -290,17 +290,27 @@ async fn the_same_bid_twice_is_decided_once_and_answered_identically() {
         first, dup,
         "JetStream answers the duplicate with the first sequence"
     );
-    // Outside the window (the id is forgotten): the message reaches the bidder again; it is
-    // published here under another id to the same effect. Also a retry with another amount.
-    let cmd = BidCommand::PlaceBid(schemas::nats::PlaceBid {
-        lot_id: lot,
-        user_id: u[0],
-        amount: 100_000,
-        seen_high: None,
-        idem: "same".into(),
-        sent_at: schemas::now_ms(),
-    });
-    let late = env.send(&cmd, Some("after-the-window".into())).await;
+    // Outside the window: this test's BIDS forgets ids after 1 s (production keeps them 2 min),
+    // so the very same message, same Nats-Msg-Id, is stored again and reaches the bidder again.
+    let mut cfg = env
+        .js
+        .get_stream("BIDS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    cfg.duplicate_window = Duration::from_secs(1);
+    env.js.update_stream(cfg).await.unwrap();
+    let late = loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let seq = env.bid(lot, u[0], 100_000, None, "same").await;
+        if seq != first {
+            break seq;
+        }
+    };
     assert_ne!(late, first);
     let mut results: Vec<BidResult> = Vec::new();
     while results.len() < 2 {
