@@ -283,15 +283,8 @@ async fn the_same_bid_twice_is_decided_once_and_answered_identically() {
         .await
         .unwrap();
     env.client.flush().await.unwrap();
-    // Inside JetStream's dedupe window: the same Nats-Msg-Id is stored once.
-    let first = env.bid(lot, u[0], 100_000, None, "same").await;
-    let dup = env.bid(lot, u[0], 100_000, None, "same").await;
-    assert_eq!(
-        first, dup,
-        "JetStream answers the duplicate with the first sequence"
-    );
-    // Outside the window: this test's BIDS forgets ids after 1 s (production keeps them 2 min),
-    // so the very same message, same Nats-Msg-Id, is stored again and reaches the bidder again.
+    // This test's BIDS forgets message ids after 1 s (production keeps them 2 min), set before
+    // the first publish so its id expires on that schedule.
     let mut cfg = env
         .js
         .get_stream("BIDS")
@@ -304,6 +297,15 @@ async fn the_same_bid_twice_is_decided_once_and_answered_identically() {
         .clone();
     cfg.duplicate_window = Duration::from_secs(1);
     env.js.update_stream(cfg).await.unwrap();
+    // Inside JetStream's dedupe window: the same Nats-Msg-Id is stored once.
+    let first = env.bid(lot, u[0], 100_000, None, "same").await;
+    let dup = env.bid(lot, u[0], 100_000, None, "same").await;
+    assert_eq!(
+        first, dup,
+        "JetStream answers the duplicate with the first sequence"
+    );
+    // Outside the window: the very same message, same Nats-Msg-Id, is stored again and
+    // reaches the bidder again.
     let late = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let seq = env.bid(lot, u[0], 100_000, None, "same").await;
