@@ -14,6 +14,7 @@ use futures::{FutureExt, StreamExt};
 use schemas::frames::BidStatus;
 use schemas::nats::{BidCommand, NatsMessage};
 use schemas::subjects as subj;
+use schemas::trace::TraceParent;
 use schemas::{LotId, Partition, UserId};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -49,7 +50,8 @@ impl From<StoreError> for Stop {
 struct Item {
     seq: i64,
     cmd: Option<BidCommand>,
-    traceparent: Option<String>,
+    /// The header's trace context, or a new trace for a message that came without one.
+    traceparent: TraceParent,
 }
 
 /// Serves one partition while it holds the lease.
@@ -360,7 +362,8 @@ impl Worker {
         Item {
             seq,
             cmd,
-            traceparent: bus::traceparent_of(m.headers.as_ref()).map(|t| t.to_string()),
+            traceparent: bus::traceparent_of(m.headers.as_ref())
+                .unwrap_or_else(TraceParent::new_root),
         }
     }
 
@@ -450,7 +453,7 @@ impl Worker {
                         if let Some(rec) = replayed_bids.get(&i.seq) {
                             announce::for_bid(rec, self.lots.get(&rec.lot_id), &mut out);
                         } else if let Some(first) = by_key.get(&(b.user_id, b.idem.clone())) {
-                            out.push(announce::bid_result(first, i.seq, trace_of(i)));
+                            out.push(announce::bid_result(first, i.seq, i.traceparent));
                         }
                     }
                     _ => {
@@ -465,23 +468,25 @@ impl Worker {
             }
             match cmd {
                 BidCommand::PlaceBid(b) => {
-                    let key = (b.user_id, b.idem.clone());
-                    if let Some(first) = by_key.get(&key) {
-                        // A retry: the first answer, again.
-                        out.push(announce::bid_result(first, i.seq, trace_of(i)));
-                        continue;
+                    // A retry gets its first answer. The map is only filled on the lookup pass:
+                    // on the optimistic pass a duplicate, even within this batch, fails the
+                    // insert on `bids_user_idem_key` and the batch is decided again with it.
+                    if !by_key.is_empty() {
+                        if let Some(first) = by_key.get(&(b.user_id, b.idem.clone())) {
+                            out.push(announce::bid_result(first, i.seq, i.traceparent));
+                            continue;
+                        }
                     }
                     let verified = self.verified.contains(&b.user_id);
-                    let tp = i
-                        .traceparent
-                        .clone()
-                        .or_else(|| Some(schemas::trace::TraceParent::new_root().to_string()));
+                    let tp = Some(i.traceparent.to_string());
                     let rec = decide_bid(self.lots.get_mut(&b.lot_id), b, verified, now, i.seq, tp);
                     if rec.status == BidStatus::Accepted {
                         touched.push((b.lot_id, i.seq));
                     }
                     announce::for_bid(&rec, self.lots.get(&b.lot_id), &mut out);
-                    by_key.insert(key, rec.clone());
+                    if lookup {
+                        by_key.insert((b.user_id, b.idem.clone()), rec.clone());
+                    }
                     batch.bids.push(rec);
                 }
                 other => {
@@ -496,10 +501,7 @@ impl Worker {
                         BidCommand::Cancel { .. } => Lifecycle::Cancel,
                         BidCommand::PlaceBid(_) => unreachable!("handled above"),
                     };
-                    let tp = i
-                        .traceparent
-                        .clone()
-                        .or_else(|| Some(schemas::trace::TraceParent::new_root().to_string()));
+                    let tp = Some(i.traceparent.to_string());
                     let (rec, settlement) =
                         decide_command(lot_id, self.lots.get_mut(&lot_id), lc, now, i.seq, tp);
                     if rec.applied {
@@ -536,13 +538,6 @@ impl Worker {
         }
         Ok(out)
     }
-}
-
-fn trace_of(i: &Item) -> schemas::trace::TraceParent {
-    i.traceparent
-        .as_deref()
-        .and_then(schemas::trace::TraceParent::parse)
-        .unwrap_or_else(schemas::trace::TraceParent::new_root)
 }
 
 fn crash_if(c: crate::CrashAt, point: crate::CrashPoint, batch: u32) {

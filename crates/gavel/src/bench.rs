@@ -5,13 +5,13 @@
 //! `user.<id>.result` answers.
 
 use crate::{migrate, BidderOpts, Conn};
-use async_nats::jetstream::message::PublishMessage;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use schemas::frames::BidStatus;
-use schemas::nats::{headers, BidCommand, NatsMessage, PlaceBid, UserMsg};
+use schemas::nats::{BidCommand, NatsMessage, PlaceBid, UserMsg};
 use schemas::subjects as subj;
+use schemas::trace::TraceParent;
 use schemas::{LotId, UserId};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,10 +147,13 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
             lot_id: lot,
             ends_at,
         };
-        js.send_publish(
+        bus::Outgoing::new(
             subj::bids(lot, partitions),
-            PublishMessage::build().payload(cmd.encode().into()),
+            &cmd,
+            None,
+            TraceParent::new_root(),
         )
+        .send(&js)
         .await?
         .await?;
     }
@@ -259,22 +262,14 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
             idem: idem.clone(),
             sent_at: schemas::now_ms(),
         });
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(headers::CONTENT_TYPE, headers::MSGPACK);
-        h.insert(headers::GAVEL_TYPE, bid.gavel_type());
-        h.insert(headers::NATS_MSG_ID, format!("{user}:{idem}").as_str());
-        h.insert(
-            headers::TRACEPARENT,
-            schemas::trace::TraceParent::new_root().to_string().as_str(),
-        );
-        let f = js
-            .send_publish(
-                subj::bids(lots[li], partitions),
-                PublishMessage::build()
-                    .payload(bid.encode().into())
-                    .headers(h),
-            )
-            .await?;
+        let f = bus::Outgoing::new(
+            subj::bids(lots[li], partitions),
+            &bid,
+            Some(format!("{user}:{idem}")),
+            TraceParent::new_root(),
+        )
+        .send(&js)
+        .await?;
         ack_tx.send(f).await?;
     }
     drop(ack_tx);
@@ -362,7 +357,6 @@ async fn setup(
     bidders: usize,
     n: usize,
 ) -> anyhow::Result<(Vec<UserId>, Vec<LotId>)> {
-    use store::catalog::*;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let hash = store::users::hash_password("bench-password")?;
     let mut users = Vec::with_capacity(bidders);
@@ -378,37 +372,7 @@ async fn setup(
         .await?;
         users.push(UserId(u.id));
     }
-    let vendor = create_vendor(pool, "Bench Motors", "bench@gavel.test").await?;
-    let event = create_event(
-        pool,
-        &NewEvent {
-            name: format!("bench {run}"),
-            starts_at: schemas::now_ms(),
-            lanes: 1,
-            lot_seconds: 3600,
-            reset_seconds: 3600,
-        },
-    )
-    .await?;
-    let mut lots = Vec::with_capacity(n);
-    for i in 0..n {
-        let vehicle = bench_vehicle(pool, vendor, &format!("B{}{:06}", &run[..10], i)).await?;
-        lots.push(
-            add_lot(
-                pool,
-                &NewLot {
-                    event_id: event,
-                    vehicle_id: vehicle,
-                    lane: 1,
-                    position: i as i32 + 1,
-                    starting_price: 1_000,
-                    reserve: 0,
-                },
-            )
-            .await?,
-        );
-    }
-    schedule_event(pool, event).await?;
+    let (_event, lots) = setup_event(pool, 1, n, 3600, schemas::now_ms()).await?;
     Ok((users, lots))
 }
 
@@ -424,7 +388,7 @@ async fn bench_ticker(o: TickerBench) -> anyhow::Result<()> {
     let nats = bus::connect(&conn.nats_url, "gavel-bench").await?;
     let per_lane = o.lots / o.lanes as usize;
     let starts_at = schemas::now_ms() + 1_000;
-    let event = setup_event(&pool, o.lanes, per_lane, o.lot_seconds, starts_at).await?;
+    let (event, _) = setup_event(&pool, o.lanes, per_lane, o.lot_seconds, starts_at).await?;
     let total = per_lane * o.lanes as usize;
 
     let mut lots_feed = nats.subscribe(format!("auction.{event}.*.lot")).await?;
@@ -556,21 +520,22 @@ async fn bench_ticker(o: TickerBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A scheduled event of `lanes` × `per_lane` lots (no reserve) starting at `starts_at`.
+/// A scheduled event of `lanes` × `per_lane` lots (no reserve, `lot_seconds` on the clock and
+/// after each bid) starting at `starts_at`; its lots lane by lane, in position order.
 async fn setup_event(
     pool: &store::PgPool,
     lanes: i32,
     per_lane: usize,
     lot_seconds: i32,
     starts_at: i64,
-) -> anyhow::Result<schemas::EventId> {
+) -> anyhow::Result<(schemas::EventId, Vec<LotId>)> {
     use store::catalog::*;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let vendor = create_vendor(pool, "Bench Motors", "bench@gavel.test").await?;
     let event = create_event(
         pool,
         &NewEvent {
-            name: format!("ticker bench {run}"),
+            name: format!("bench {run}"),
             starts_at,
             lanes,
             lot_seconds,
@@ -578,6 +543,7 @@ async fn setup_event(
         },
     )
     .await?;
+    let mut lots = Vec::with_capacity(lanes as usize * per_lane);
     for lane in 1..=lanes {
         for position in 1..=per_lane as i32 {
             let vehicle = bench_vehicle(
@@ -586,22 +552,24 @@ async fn setup_event(
                 &format!("T{}{lane:02}{position:04}", &run[..10]),
             )
             .await?;
-            add_lot(
-                pool,
-                &NewLot {
-                    event_id: event,
-                    vehicle_id: vehicle,
-                    lane,
-                    position,
-                    starting_price: 1_000,
-                    reserve: 0,
-                },
-            )
-            .await?;
+            lots.push(
+                add_lot(
+                    pool,
+                    &NewLot {
+                        event_id: event,
+                        vehicle_id: vehicle,
+                        lane,
+                        position,
+                        starting_price: 1_000,
+                        reserve: 0,
+                    },
+                )
+                .await?,
+            );
         }
     }
     schedule_event(pool, event).await?;
-    Ok(event)
+    Ok((event, lots))
 }
 
 async fn bench_vehicle(

@@ -9,7 +9,7 @@ pub mod leader;
 pub mod plan;
 
 use anyhow::Context as _;
-use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::jetstream;
 use bus::Outgoing;
 use futures::{FutureExt, StreamExt};
 use plan::{Action, Clock};
@@ -135,7 +135,7 @@ async fn lead(
         state_tx,
         poke.clone(),
     ));
-    let _stop_poller = AbortOnDrop(poller);
+    let _stop_poller = tokio_util::task::AbortOnDropHandle::new(poller);
     let mut actions = Vec::new();
     loop {
         let now = schemas::now_ms();
@@ -166,15 +166,6 @@ async fn lead(
             Some((events, lots)) = state_rx.recv() => clock.replace_state(events, lots),
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
         }
-    }
-}
-
-/// Aborts the task when the leader stops leading.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -297,14 +288,7 @@ async fn command(
         Some(id),
         TraceParent::new_root(),
     );
-    let ack = js
-        .send_publish(
-            out.subject.clone(),
-            PublishMessage::build()
-                .payload(out.payload.clone())
-                .headers(out.headers()),
-        )
-        .await?;
+    let ack = out.send(js).await?;
     tokio::spawn(async move {
         if let Err(e) = ack.await {
             tracing::warn!(error = %e, "lifecycle command not confirmed");

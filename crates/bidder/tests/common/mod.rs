@@ -2,9 +2,10 @@
 //! lots and publish commands the way the edge and the ticker do.
 #![allow(dead_code)]
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage};
-use schemas::nats::{headers, BidCommand, NatsMessage, PlaceBid};
+use async_nats::jetstream::{self, consumer};
+use schemas::nats::{BidCommand, NatsMessage, PlaceBid};
 use schemas::subjects as subj;
+use schemas::trace::TraceParent;
 use schemas::{EventId, LotId, UserId};
 use std::time::Duration;
 use store::catalog::*;
@@ -173,24 +174,10 @@ impl Env {
 
     /// Publishes a command on the lot's ordered subject; returns its stream sequence.
     pub async fn send(&self, cmd: &BidCommand, msg_id: Option<String>) -> u64 {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(headers::CONTENT_TYPE, headers::MSGPACK);
-        h.insert(headers::GAVEL_TYPE, cmd.gavel_type());
-        if let Some(id) = msg_id {
-            h.insert(headers::NATS_MSG_ID, id.as_str());
-        }
-        h.insert(
-            headers::TRACEPARENT,
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        );
-        let ack = self
-            .js
-            .send_publish(
-                subj::bids(cmd.lot_id(), PARTITIONS),
-                PublishMessage::build()
-                    .payload(cmd.encode().into())
-                    .headers(h),
-            )
+        let trace =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let ack = bus::Outgoing::new(subj::bids(cmd.lot_id(), PARTITIONS), cmd, msg_id, trace)
+            .send(&self.js)
             .await
             .expect("publish")
             .await
