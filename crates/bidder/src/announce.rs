@@ -6,7 +6,7 @@
 
 use bus::Outgoing;
 use schemas::alias::alias;
-use schemas::frames::{BidResult, BidStatus, NewBid, Outbid, Won};
+use schemas::frames::{BidStatus, NewBid, Outbid, Won};
 use schemas::nats::{AuctionMsg, LotChange, LotClosed, NotifyJob, UserMsg};
 use schemas::subjects::{self as subj, UserKind};
 use schemas::trace::TraceParent;
@@ -26,16 +26,7 @@ fn trace(tp: &Option<String>) -> TraceParent {
 /// The answer to a bid, for every device of its user. `seq` is the message being answered (a
 /// retried bid answered from its first decision gets its own id).
 pub fn bid_result(rec: &BidRecord, seq: i64, tp: TraceParent) -> Outgoing {
-    let result = BidResult {
-        idem: rec.idem.clone(),
-        lot_id: rec.lot_id,
-        status: rec.status,
-        reason: rec.reason,
-        high: rec.high,
-        min_next: rec.min_next,
-        version: rec.version,
-        retryable: rec.reason.is_some_and(|r| r.retryable()),
-    };
+    let result = rec.result();
     Outgoing::new(
         subj::user(rec.user_id, UserKind::Result),
         &UserMsg::Result(result),

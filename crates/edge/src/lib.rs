@@ -1,18 +1,26 @@
-//! The edge: Gavel's door to clients. It serves REST for buyers and admins over warp, issues and
-//! checks access tokens, limits login and register per address, and answers health probes. It
-//! is stateless: any edge serves any client. (WebSockets, bids over REST and the live feed come
-//! next, on the same server.)
+//! The edge: Gavel's door to clients. It bridges NATS to the apps' WebSockets (the live feed,
+//! bids, per-user notices), serves REST for buyers and admins, issues and checks access tokens,
+//! limits logins per address and bids per user, and answers health probes and `/metrics`. It is
+//! stateless: any edge serves any client, and a client that reconnects anywhere gets a fresh
+//! snapshot.
 //!
 //! Read [`error`] first (every error and the one place it becomes a response), then [`auth`]
-//! (tokens, account rules, the limiter), then [`rest`] (buyers' routes) and [`admin`] (admins'
-//! routes), then [`openapi`]. This file holds the configuration, the route table and the server.
-//! All SQL is in the `store` crate.
+//! (tokens, account rules, the limiter), then [`live`] (NATS to sockets: the board rules, rooms,
+//! the hub, bids) and [`ws`] (one socket), then [`rest`], [`bids`] and [`admin`] (the routes),
+//! then [`server`] (hyper, with warp for everything but `/ws`). This file holds the
+//! configuration and the route table. All SQL is in the `store` crate.
 
 pub mod admin;
 pub mod auth;
+pub mod bids;
 pub mod error;
+pub mod live;
+pub mod metrics;
 pub mod openapi;
 pub mod rest;
+pub(crate) mod server;
+pub mod web;
+pub mod ws;
 
 use anyhow::Context as _;
 use auth::{AuthLimiter, Secret, Tokens};
@@ -44,12 +52,18 @@ pub struct Config {
     pub auth_rate: u32,
     /// Partitions of `BIDS` (`GAVEL_PARTITIONS`), to address a lot's subject.
     pub partitions: u16,
+    /// Bids per second per user (`GAVEL_BID_RATE`), a burst of as many; 0 is off.
+    pub bid_rate: u32,
+    /// Origins allowed to open a WebSocket from a browser (`GAVEL_ALLOWED_ORIGINS`); empty means
+    /// `http://` + the listening address.
+    pub allowed_origins: Vec<String>,
     /// How long a shutdown waits for requests in flight before it gives up on them.
     pub drain: Duration,
 }
 
 impl Config {
-    /// Defaults: `127.0.0.1:8080`, tokens for 12 hours, 30 auth calls a minute, 10 s drain.
+    /// Defaults: `127.0.0.1:8080`, tokens for 12 hours, 30 auth calls a minute, 20 bids a second,
+    /// 10 s drain.
     pub fn new(jwt_secret: Secret, partitions: u16) -> Self {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -57,6 +71,8 @@ impl Config {
             token_ttl: Duration::from_secs(12 * 3600),
             auth_rate: 30,
             partitions,
+            bid_rate: 20,
+            allowed_origins: Vec::new(),
             drain: Duration::from_secs(10),
         }
     }
@@ -82,6 +98,17 @@ pub(crate) struct State {
     pub(crate) nats: async_nats::Client,
     pub(crate) tokens: Tokens,
     pub(crate) limiter: Option<AuthLimiter>,
+    pub(crate) bid_limiter: Option<bids::BidLimiter>,
+    pub(crate) hub: Arc<live::Hub>,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl State {
+    /// WebSockets subscribed to `event`, summed over every edge (the admin monitor's `clients`).
+    pub(crate) fn clients_of(&self, event: schemas::EventId) -> u64 {
+        self.hub.clients_of(event)
+    }
 }
 
 /// A handler's answer: the response, or an error that [`ApiErr::into_response`] turns into one.
@@ -121,41 +148,55 @@ pub async fn serve_on(
 ) -> anyhow::Result<()> {
     config.check()?;
     let addr = listener.local_addr().context("the listener's address")?;
+    let allowed_origins = if config.allowed_origins.is_empty() {
+        vec![format!("http://{addr}")]
+    } else {
+        config.allowed_origins.clone()
+    };
+    let hub = live::Hub::new(
+        pool.clone(),
+        nats.clone(),
+        config.partitions,
+        metrics::Metrics::new(),
+        shutdown.clone(),
+    );
+    let router = hub.start().await.context("subscribing to the live feed")?;
     let state = Arc::new(State {
         pool,
         nats,
         tokens: Tokens::new(&config.jwt_secret, config.token_ttl),
         limiter: AuthLimiter::new(config.auth_rate),
+        bid_limiter: bids::BidLimiter::new(config.bid_rate),
+        hub,
+        allowed_origins,
+        shutdown: shutdown.clone(),
     });
-    tracing::info!(%addr, auth_rate = config.auth_rate, "edge listening");
-    let server = warp::serve(routes(state.clone()))
-        .incoming(listener)
-        .graceful(shutdown.clone().cancelled_owned())
-        .run();
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(config.drain).await;
-    };
+    tracing::info!(%addr, auth_rate = config.auth_rate, bid_rate = config.bid_rate, "edge listening");
+    let server = server::serve(
+        listener,
+        routes(state.clone()),
+        state.clone(),
+        shutdown.clone(),
+        config.drain,
+    );
     let housekeeping = async {
-        let Some(limiter) = &state.limiter else {
-            return;
-        };
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = every.tick() => limiter.forget_idle(),
+                _ = every.tick() => {
+                    if let Some(l) = &state.limiter {
+                        l.forget_idle();
+                    }
+                    if let Some(l) = &state.bid_limiter {
+                        l.forget_idle();
+                    }
+                }
             }
         }
     };
-    let serve = async {
-        tokio::select! {
-            _ = server => tracing::info!(%addr, "edge drained"),
-            _ = deadline => tracing::warn!(%addr, "edge drain deadline passed; requests cut off"),
-        }
-    };
-    tokio::join!(serve, housekeeping);
-    tracing::info!("edge stopped");
+    tokio::join!(server, housekeeping, router);
+    tracing::info!(%addr, "edge stopped");
     Ok(())
 }
 
@@ -163,16 +204,34 @@ pub async fn serve_on(
 /// trace filter logs every 4xx as a warning; refusals are logged once, at debug, in [`error`].)
 pub(crate) fn routes(
     state: Arc<State>,
-) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
     let health = rest::health_routes(state.clone());
-    let api = rest::routes(state.clone()).or(admin::routes(state)).unify();
+    let api = rest::routes(state.clone())
+        .or(admin::routes(state.clone()))
+        .unify();
     let docs = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| warp::reply::json(&openapi::document()).into_response());
+    let metrics = {
+        let state = state.clone();
+        warp::path!("metrics").and(warp::get()).map(move || {
+            warp::reply::with_header(
+                state.hub.metrics.render(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        })
+    };
+    let api = api.or(bids::routes(state)).unify();
     health
         .or(api)
         .unify()
         .or(docs)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(web::routes())
         .unify()
         .recover(error::recover)
         .unify()

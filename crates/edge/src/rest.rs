@@ -168,14 +168,14 @@ pub(crate) fn routes(
     let register = warp::path!("api" / "auth" / "register")
         .and(warp::post())
         .and(s())
-        .and(warp::addr::remote())
+        .and(crate::server::client_addr())
         .and(body())
         .then(register)
         .map(respond);
     let login = warp::path!("api" / "auth" / "login")
         .and(warp::post())
         .and(s())
-        .and(warp::addr::remote())
+        .and(crate::server::client_addr())
         .and(body())
         .then(login)
         .map(respond);

@@ -185,6 +185,8 @@ pub enum ErrorCode {
     NotFound,
     NotSubscribed,
     RateLimited,
+    /// Gavel could not answer a bid in time (NATS or Postgres down): retry with the same idem.
+    Unavailable,
 }
 
 /// Why a client frame was not accepted, and what PROTOCOL.md says to answer.
@@ -220,7 +222,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     }
 }
 
-fn parse_bid(obj: &serde_json::Map<String, Value>) -> Result<ClientFrame, FrameError> {
+/// Reads a bid from a JSON object (a `bid` frame, or a REST bid body with the path's `lot_id`
+/// put in).
+pub fn parse_bid(obj: &serde_json::Map<String, Value>) -> Result<ClientFrame, FrameError> {
     let idem = match obj.get("idem") {
         Some(Value::String(s)) if valid_idem(s) => s.clone(),
         _ => {

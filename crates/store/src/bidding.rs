@@ -58,6 +58,22 @@ pub struct BidRecord {
     pub traceparent: Option<String>,
 }
 
+impl BidRecord {
+    /// The answer the bidder gave: the same on every retry of the (user, idem), however late.
+    pub fn result(&self) -> schemas::frames::BidResult {
+        schemas::frames::BidResult {
+            idem: self.idem.clone(),
+            lot_id: self.lot_id,
+            status: self.status,
+            reason: self.reason,
+            high: self.high,
+            min_next: self.min_next,
+            version: self.version,
+            retryable: self.reason.is_some_and(|r| r.retryable()),
+        }
+    }
+}
+
 /// The kind of a lifecycle command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandKind {

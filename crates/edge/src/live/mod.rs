@@ -1,0 +1,548 @@
+//! The live feed: from NATS to every socket of this edge.
+//!
+//! One subscription to `auction.>` and one to `user.>` per edge, routed in process:
+//! - `auction.<event>.…` goes to the event's [`room`] (only while a socket on this edge watches
+//!   the event), which keeps the event's [`board`], serialises each frame once and queues the
+//!   same bytes on every subscriber.
+//! - `user.<id>.result` answers the bids waiting on this edge ([`Hub::place_bid`]);
+//!   `outbid` and `won` go to every socket of that user.
+//!
+//! Each socket has a bounded queue ([`Conn`]); one that cannot take a frame is closed (1008)
+//! and never slows the rest. Every edge also says every second how many sockets watch each
+//! event (core NATS, [`PRESENCE_SUBJECT`]), so any edge can answer the admin monitor for all.
+//!
+//! Read [`board`] first (the view rules), then [`room`], then this file.
+
+pub(crate) mod board;
+pub(crate) mod room;
+
+use crate::metrics::Metrics;
+use async_nats::jetstream;
+use bus::Outgoing;
+use futures::StreamExt;
+use room::RoomCmd;
+use schemas::frames::{BidResult, BidStatus, ServerFrame};
+use schemas::lot::RejectReason;
+use schemas::nats::{BidCommand, NatsMessage, PlaceBid, UserMsg};
+use schemas::subjects as subj;
+use schemas::trace::TraceParent;
+use schemas::{EventId, LotId, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+
+/// A serialised server frame, shared by every socket it goes to.
+pub(crate) type Frame = Utf8Bytes;
+
+/// Most frames waiting for one socket; one more closes it (PROTOCOL.md).
+pub const MAX_QUEUED_FRAMES: usize = 1_000;
+/// Most bytes waiting for one socket; more closes it.
+pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+/// Where edges say how many sockets watch each event.
+pub const PRESENCE_SUBJECT: &str = "gavel.edge.presence";
+/// How often an edge says it; a report older than three periods is forgotten.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// How long a bid waits for its answer before the edge looks it up or gives up.
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// Serialises a frame once.
+pub(crate) fn encode(frame: &ServerFrame) -> Frame {
+    Utf8Bytes::from(serde_json::to_string(frame).expect("frames always serialise"))
+}
+
+/// The hub's side of one socket: where its frames go and how to close it.
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) user: UserId,
+    tx: mpsc::Sender<Frame>,
+    queued_bytes: AtomicUsize,
+    /// Cancelled when the socket fell behind; the socket closes itself with 1008.
+    pub(crate) slow: CancellationToken,
+    metrics: Metrics,
+}
+
+impl Conn {
+    /// A socket's handle and the receiving end of its queue.
+    pub(crate) fn new(
+        id: u64,
+        user: UserId,
+        metrics: Metrics,
+    ) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_FRAMES);
+        let conn = Conn {
+            id,
+            user,
+            tx,
+            queued_bytes: AtomicUsize::new(0),
+            slow: CancellationToken::new(),
+            metrics,
+        };
+        (Arc::new(conn), rx)
+    }
+
+    /// Queues a frame without ever waiting: a socket whose queue is full is marked slow (it
+    /// closes itself) and the frame is dropped for it alone.
+    pub(crate) fn push(&self, frame: &Frame) -> bool {
+        if self.slow.is_cancelled() {
+            return false;
+        }
+        let len = frame.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
+            self.fell_behind();
+            return false;
+        }
+        match self.tx.try_send(frame.clone()) {
+            Ok(()) => {
+                self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+                self.metrics.frames.inc();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.fell_behind();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// The socket took `len` bytes off its queue.
+    pub(crate) fn taken(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    fn fell_behind(&self) {
+        if !self.slow.is_cancelled() {
+            self.metrics.dropped.with_label_values(&["slow"]).inc();
+            self.slow.cancel();
+        }
+    }
+}
+
+/// One edge's report of the sockets watching each event.
+#[derive(Debug, Serialize, Deserialize)]
+struct Presence {
+    edge: String,
+    events: HashMap<EventId, u64>,
+}
+
+/// Bids waiting for their answer, by (user, idem): every ask of one idem gets the one answer.
+type Waiters = HashMap<(UserId, String), Vec<oneshot::Sender<BidResult>>>;
+/// Each edge's last presence report and when it came.
+type Reports = HashMap<String, (Instant, HashMap<EventId, u64>)>;
+
+/// Why a bid got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BidError {
+    /// NATS or Postgres did not answer in time: the client should retry with the same idem.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The routing tables of one edge.
+pub(crate) struct Hub {
+    pub(crate) pool: PgPool,
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    partitions: u16,
+    pub(crate) metrics: Metrics,
+    edge_id: String,
+    next_conn: AtomicU64,
+    rooms: Mutex<HashMap<EventId, mpsc::UnboundedSender<RoomCmd>>>,
+    users: Mutex<HashMap<UserId, Vec<Arc<Conn>>>>,
+    waiters: Mutex<Waiters>,
+    /// Each edge's last report (this one's included) and when it came.
+    presence: Mutex<Reports>,
+    /// Sockets of this edge per event.
+    watching: Mutex<HashMap<EventId, u64>>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        pool: PgPool,
+        nats: async_nats::Client,
+        partitions: u16,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            pool,
+            js: bus::jetstream(nats.clone()),
+            nats,
+            partitions,
+            metrics,
+            edge_id: uuid::Uuid::new_v4().to_string(),
+            next_conn: AtomicU64::new(1),
+            rooms: Mutex::default(),
+            users: Mutex::default(),
+            waiters: Mutex::default(),
+            presence: Mutex::default(),
+            watching: Mutex::default(),
+            shutdown,
+        })
+    }
+
+    /// Subscribes to the feeds; the returned future routes them until shutdown.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+    ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+        let auction = self.nats.subscribe(subj::AUCTION_ALL).await?;
+        let users = self.nats.subscribe(subj::USERS_ALL).await?;
+        let presence = self.nats.subscribe(PRESENCE_SUBJECT).await?;
+        // The subscriptions exist on the server before this returns (the edge says it is ready
+        // only then).
+        self.nats.flush().await?;
+        let hub = self.clone();
+        Ok(async move { hub.route(auction, users, presence).await })
+    }
+
+    async fn route(
+        self: Arc<Self>,
+        mut auction: async_nats::Subscriber,
+        mut users: async_nats::Subscriber,
+        mut presence: async_nats::Subscriber,
+    ) {
+        let mut every = tokio::time::interval(PRESENCE_EVERY);
+        let mut connects = self.nats.statistics().connects.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                Some(m) = auction.next() => self.route_auction(m),
+                Some(m) = users.next() => self.route_user(m),
+                Some(m) = presence.next() => self.heard_presence(&m.payload),
+                _ = every.tick() => {
+                    self.say_presence().await;
+                    // After a reconnect, messages may have been missed: every room reloads.
+                    let now = self.nats.statistics().connects.load(Ordering::Relaxed);
+                    if now != connects {
+                        connects = now;
+                        self.reload_rooms();
+                    }
+                }
+                else => break,
+            }
+        }
+        // Rooms end when their subscribers have gone; tell them now.
+        self.rooms.lock().expect("rooms lock").clear();
+    }
+
+    // ----- auction.> -----
+
+    fn route_auction(&self, m: async_nats::Message) {
+        // auction.<event>.<lane>.<kind>
+        let Some(event) = m
+            .subject
+            .split('.')
+            .nth(1)
+            .and_then(|s| s.parse::<uuid::Uuid>().ok())
+        else {
+            return;
+        };
+        let room = self
+            .rooms
+            .lock()
+            .expect("rooms lock")
+            .get(&EventId(event))
+            .cloned();
+        let Some(room) = room else {
+            return;
+        };
+        match schemas::nats::AuctionMsg::decode(&m.payload) {
+            Ok(msg) => {
+                let _ = room.send(RoomCmd::Msg(msg));
+            }
+            Err(e) => {
+                tracing::warn!(subject = %m.subject, error = %e, "undecodable auction message")
+            }
+        }
+    }
+
+    fn reload_rooms(&self) {
+        for room in self.rooms.lock().expect("rooms lock").values() {
+            let _ = room.send(RoomCmd::Reload);
+        }
+    }
+
+    /// Puts a socket in an event's room: it gets the snapshot, then the live frames.
+    pub(crate) fn join(self: &Arc<Self>, event: EventId, conn: &Arc<Conn>) {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let tx = rooms
+            .entry(event)
+            .or_insert_with(|| room::spawn(self.clone(), event));
+        let _ = tx.send(RoomCmd::Join(conn.clone()));
+        *self
+            .watching
+            .lock()
+            .expect("watching lock")
+            .entry(event)
+            .or_default() += 1;
+    }
+
+    /// Takes a socket out of an event's room.
+    pub(crate) fn leave(&self, event: EventId, conn: &Arc<Conn>) {
+        if let Some(tx) = self.rooms.lock().expect("rooms lock").get(&event) {
+            let _ = tx.send(RoomCmd::Leave(conn.id));
+        }
+        let mut watching = self.watching.lock().expect("watching lock");
+        if let Some(n) = watching.get_mut(&event) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                watching.remove(&event);
+            }
+        }
+    }
+
+    /// A room with no subscriber left asks to end; it may only if nobody joined meanwhile
+    /// (checked under the lock every join takes).
+    pub(crate) fn room_may_end(&self, event: EventId, inbox_empty: impl FnOnce() -> bool) -> bool {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        if inbox_empty() {
+            rooms.remove(&event);
+            true
+        } else {
+            false
+        }
+    }
+
+    // ----- sockets and users -----
+
+    /// A new socket of `user`.
+    pub(crate) fn connect(&self, user: UserId) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (conn, rx) = Conn::new(id, user, self.metrics.clone());
+        self.users
+            .lock()
+            .expect("users lock")
+            .entry(user)
+            .or_default()
+            .push(conn.clone());
+        self.metrics.connections.inc();
+        (conn, rx)
+    }
+
+    /// A socket closed.
+    pub(crate) fn disconnect(&self, conn: &Arc<Conn>) {
+        let mut users = self.users.lock().expect("users lock");
+        if let Some(list) = users.get_mut(&conn.user) {
+            list.retain(|c| c.id != conn.id);
+            if list.is_empty() {
+                users.remove(&conn.user);
+            }
+        }
+        self.metrics.connections.dec();
+    }
+
+    fn route_user(&self, m: async_nats::Message) {
+        // user.<id>.<kind>
+        let Some(user) = m
+            .subject
+            .split('.')
+            .nth(1)
+            .and_then(|s| s.parse::<uuid::Uuid>().ok())
+            .map(UserId)
+        else {
+            return;
+        };
+        let msg = match UserMsg::decode(&m.payload) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(subject = %m.subject, error = %e, "undecodable user message");
+                return;
+            }
+        };
+        let frame = match msg {
+            UserMsg::Result(r) => {
+                let waiting = self
+                    .waiters
+                    .lock()
+                    .expect("waiters lock")
+                    .remove(&(user, r.idem.clone()));
+                for w in waiting.into_iter().flatten() {
+                    let _ = w.send(r.clone());
+                }
+                return;
+            }
+            UserMsg::Outbid(o) => ServerFrame::Outbid(o),
+            UserMsg::Won(w) => ServerFrame::Won(w),
+        };
+        let conns = self.users.lock().expect("users lock").get(&user).cloned();
+        if let Some(conns) = conns {
+            let bytes = encode(&frame);
+            for c in conns {
+                c.push(&bytes);
+            }
+        }
+    }
+
+    // ----- bids -----
+
+    /// Places a bid and waits for its answer: publishes it on the lot's subject with
+    /// `Nats-Msg-Id` = user + idem (a retry within the dedupe window is stored once), then waits
+    /// for the bidder's `user.<id>.result` for that idem; a retry that JetStream dropped as a
+    /// duplicate is answered from the recorded decision, or from the first one's answer when
+    /// it comes.
+    #[tracing::instrument(skip_all, fields(lot = %lot_id, trace_id))]
+    pub(crate) async fn place_bid(
+        &self,
+        user: UserId,
+        lot_id: LotId,
+        amount: i64,
+        seen_high: Option<i64>,
+        idem: String,
+    ) -> Result<BidResult, BidError> {
+        let started = Instant::now();
+        let key = (user, idem.clone());
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .entry(key.clone())
+            .or_default()
+            .push(tx);
+        let trace = TraceParent::new_root();
+        tracing::Span::current().record("trace_id", trace.trace_id_hex().as_str());
+        let cmd = BidCommand::PlaceBid(PlaceBid {
+            lot_id,
+            user_id: user,
+            amount,
+            seen_high,
+            idem: idem.clone(),
+            sent_at: schemas::now_ms(),
+        });
+        let out = Outgoing::new(
+            subj::bids(lot_id, self.partitions),
+            &cmd,
+            Some(format!("{}:{}", user.0, idem)),
+            trace,
+        );
+        let answer = async {
+            let not_taken =
+                |e: String| BidError::Unavailable(format!("the bid was not taken: {e}"));
+            let ack = out
+                .send(&self.js)
+                .await
+                .map_err(|e| not_taken(e.to_string()))?
+                .await
+                .map_err(|e| not_taken(e.to_string()))?;
+            if ack.duplicate {
+                if let Some(r) = self.recorded(&key).await? {
+                    return Ok(r);
+                }
+            }
+            match tokio::time::timeout(ANSWER_WAIT, rx).await {
+                Ok(Ok(r)) => Ok(r),
+                _ => self.recorded(&key).await?.ok_or_else(|| {
+                    BidError::Unavailable("no answer yet; retry with the same idem".into())
+                }),
+            }
+        };
+        let result = answer.await;
+        self.forget_waiter(&key);
+        if let Ok(r) = &result {
+            self.count(r);
+            self.metrics
+                .roundtrip
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// The decision recorded for (user, idem), if any.
+    async fn recorded(&self, key: &(UserId, String)) -> Result<Option<BidResult>, BidError> {
+        let found = store::bidding::bids_by_idem(&self.pool, std::slice::from_ref(key))
+            .await
+            .map_err(|e| BidError::Unavailable(format!("the bid's answer cannot be read: {e}")))?;
+        Ok(found.first().map(store::bidding::BidRecord::result))
+    }
+
+    /// Drops this key's waiters that nobody waits on any more.
+    fn forget_waiter(&self, key: &(UserId, String)) {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        if let Some(list) = waiters.get_mut(key) {
+            list.retain(|w| !w.is_closed());
+            if list.is_empty() {
+                waiters.remove(key);
+            }
+        }
+    }
+
+    /// Counts an answer the edge gave without asking the bidder (`rate_limited`, `invalid`).
+    pub(crate) fn count(&self, r: &BidResult) {
+        let outcome = match (r.status, r.reason) {
+            (BidStatus::Accepted, _) => "accepted",
+            (_, Some(reason)) => reason.as_str(),
+            (_, None) => "rejected",
+        };
+        self.metrics.bids.with_label_values(&[outcome]).inc();
+    }
+
+    // ----- presence -----
+
+    async fn say_presence(&self) {
+        let events = self.watching.lock().expect("watching lock").clone();
+        let report = Presence {
+            edge: self.edge_id.clone(),
+            events,
+        };
+        let bytes = rmp_serde::to_vec_named(&report).expect("presence serialises");
+        if let Err(e) = self.nats.publish(PRESENCE_SUBJECT, bytes.into()).await {
+            tracing::debug!(error = %e, "presence not published");
+        }
+        let now = Instant::now();
+        self.presence
+            .lock()
+            .expect("presence lock")
+            .retain(|_, (at, _)| now.duration_since(*at) < PRESENCE_EVERY * 3);
+    }
+
+    fn heard_presence(&self, payload: &[u8]) {
+        if let Ok(p) = rmp_serde::from_slice::<Presence>(payload) {
+            self.presence
+                .lock()
+                .expect("presence lock")
+                .insert(p.edge, (Instant::now(), p.events));
+        }
+    }
+
+    /// Sockets watching `event` on every edge that reported lately (this one's own count is
+    /// live, not its last report).
+    pub(crate) fn clients_of(&self, event: EventId) -> u64 {
+        let own = self
+            .watching
+            .lock()
+            .expect("watching lock")
+            .get(&event)
+            .copied()
+            .unwrap_or(0);
+        let others: u64 = self
+            .presence
+            .lock()
+            .expect("presence lock")
+            .iter()
+            .filter(|(edge, _)| **edge != self.edge_id)
+            .map(|(_, (_, events))| events.get(&event).copied().unwrap_or(0))
+            .sum();
+        own + others
+    }
+}
+
+/// A rejection the edge gives itself, before the bidder (rate limit, unreadable bid).
+pub(crate) fn refused(idem: String, lot_id: LotId, reason: RejectReason) -> BidResult {
+    BidResult {
+        idem,
+        lot_id,
+        status: BidStatus::Rejected,
+        reason: Some(reason),
+        high: None,
+        min_next: None,
+        version: None,
+        retryable: reason.retryable(),
+    }
+}
