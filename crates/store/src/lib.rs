@@ -1,11 +1,13 @@
 //! All of Gavel's SQL. Services call typed functions here and never write SQL themselves.
 //!
 //! Read [`error`] first (how Postgres failures become answers), then [`bidding`] (the bidder's
-//! batch transaction, leases and replays), then [`users`].
+//! batch transaction, leases and replays), then [`users`]. [`catalog`], [`views`], [`clock`] and
+//! [`admin`] are the admins', buyers' and ticker's tables.
 //!
 //! Queries use sqlx's unchecked functions so the workspace builds without a database; every
 //! query is covered by an integration test against a real Postgres.
 
+pub mod admin;
 pub mod bidding;
 pub mod catalog;
 pub mod clock;

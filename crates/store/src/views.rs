@@ -85,12 +85,12 @@ pub async fn events_by_status(
 }
 
 /// The columns a lot view is built from.
-const LOT_VIEW_SQL: &str = "SELECT l.id, l.event_id, l.lane, l.position, l.state,
+pub(crate) const LOT_VIEW_SQL: &str = "SELECT l.id, l.event_id, l.lane, l.position, l.state,
         l.starting_price, l.high, l.high_bidder, l.bid_count, l.ends_at, l.version,
         v.vin, v.year, v.make, v.model, v.trim, v.mileage, v.photos
    FROM lots l JOIN vehicles v ON v.id = l.vehicle_id";
 
-fn lot_view_from_row(r: PgRow) -> Result<LotView, StoreError> {
+pub(crate) fn lot_view_from_row(r: PgRow) -> Result<LotView, StoreError> {
     let event_id = EventId(r.try_get("event_id")?);
     let state: String = r.try_get("state")?;
     let high: Option<i64> = r.try_get("high")?;

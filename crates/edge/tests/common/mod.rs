@@ -193,3 +193,211 @@ pub async fn counts(pool: &PgPool) -> Vec<(&'static str, i64)> {
     }
     out
 }
+
+// ----- the live side: streams, a bidder, a ticker, commands and what they announce -----
+
+/// Partitions of `BIDS` in these tests (the edge's config says the same).
+pub const PARTITIONS: u16 = 4;
+
+/// A service running in this process until dropped (or stopped).
+pub struct Service {
+    pub token: CancellationToken,
+    pub handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Stops the service and waits for it to give its leases back.
+    pub async fn stop(mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+impl Edge {
+    /// Creates the streams of PROTOCOL.md (as `gavel migrate` does) for [`PARTITIONS`].
+    pub async fn streams(&self) -> async_nats::jetstream::Context {
+        let client = bus::connect(&self.nats.url(), "edge-test-streams")
+            .await
+            .expect("connect");
+        let js = bus::jetstream(client);
+        bus::ensure_streams(&js, PARTITIONS, 1)
+            .await
+            .expect("streams");
+        js
+    }
+
+    /// A bidder over every partition, in this process.
+    pub async fn bidder(&self) -> Service {
+        let mut config = bidder::Config::new(PARTITIONS);
+        config.lease_ttl = Duration::from_secs(2);
+        let client = bus::connect(&self.nats.url(), "edge-test-bidder")
+            .await
+            .expect("connect");
+        let pool = self.db.pool.clone();
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            bidder::run(config, client, pool, t).await.expect("bidder");
+        });
+        Service {
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    /// The ticker (leading at once: it is alone), in this process.
+    pub async fn ticker(&self) -> Service {
+        let mut config = ticker::Config::new(PARTITIONS);
+        config.poll_ms = 100;
+        config.force_leader = true;
+        let client = bus::connect(&self.nats.url(), "edge-test-ticker")
+            .await
+            .expect("connect");
+        let pool = self.db.pool.clone();
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            ticker::run(config, client, pool, t).await.expect("ticker");
+        });
+        Service {
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    /// Publishes a command on the lot's ordered subject, as the ticker or the edge would; waits
+    /// for JetStream to store it.
+    pub async fn command(&self, cmd: &schemas::nats::BidCommand, msg_id: Option<String>) {
+        let js = self.streams().await;
+        bus::Outgoing::new(
+            schemas::subjects::bids(cmd.lot_id(), PARTITIONS),
+            cmd,
+            msg_id,
+            schemas::trace::TraceParent::new_root(),
+        )
+        .send(&js)
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    }
+
+    /// The lot view as Postgres has it now.
+    pub async fn lot_view(&self, lot: &str) -> schemas::frames::LotView {
+        store::views::lot_view(self.pool(), lot.parse().expect("a lot id"))
+            .await
+            .unwrap()
+            .expect("the lot exists")
+    }
+
+    /// Waits (up to 20 s) until the bidder has put the lot in `state`.
+    pub async fn wait_state(
+        &self,
+        lot: &str,
+        state: schemas::LotState,
+    ) -> schemas::frames::LotView {
+        testkit::wait_until(
+            Duration::from_secs(20),
+            &format!("lot {lot} is {state}"),
+            || async { self.lot_view(lot).await.state == state },
+        )
+        .await
+        .unwrap();
+        self.lot_view(lot).await
+    }
+
+    /// Every message `stream` holds whose subject starts with `prefix`, in stream order:
+    /// `(subject, Gavel-Type header, Nats-Msg-Id header, payload)`.
+    pub async fn stored(
+        &self,
+        stream: &str,
+        prefix: &str,
+    ) -> Vec<(String, String, Option<String>, bytes::Bytes)> {
+        let js = self.streams().await;
+        let mut s = js.get_stream(stream).await.expect("stream");
+        let info = s.info().await.expect("stream info");
+        let mut out = Vec::new();
+        if info.state.messages == 0 {
+            return out;
+        }
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            let Ok(m) = s.get_raw_message(seq).await else {
+                continue;
+            };
+            if !m.subject.starts_with(prefix) {
+                continue;
+            }
+            let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned());
+            out.push((
+                m.subject.to_string(),
+                header(schemas::nats::headers::GAVEL_TYPE).unwrap_or_default(),
+                header(schemas::nats::headers::NATS_MSG_ID),
+                m.payload.clone(),
+            ));
+        }
+        out
+    }
+
+    /// Waits (up to 20 s) until `stream` holds `n` messages under `prefix`; returns them.
+    pub async fn wait_stored(
+        &self,
+        stream: &str,
+        prefix: &str,
+        n: usize,
+    ) -> Vec<(String, String, Option<String>, bytes::Bytes)> {
+        testkit::wait_until(
+            Duration::from_secs(20),
+            &format!("{stream} holds {n} messages on {prefix}"),
+            || async { self.stored(stream, prefix).await.len() >= n },
+        )
+        .await
+        .unwrap();
+        self.stored(stream, prefix).await
+    }
+
+    /// The last sequence of each stream (a refused call must publish nothing).
+    pub async fn stream_positions(&self) -> Vec<(String, u64)> {
+        let js = self.streams().await;
+        let mut out = Vec::new();
+        for name in ["BIDS", "AUCTION", "USERS", "NOTIFY"] {
+            let mut s = js.get_stream(name).await.expect("stream");
+            out.push((name.to_owned(), s.info().await.unwrap().state.last_sequence));
+        }
+        out
+    }
+}
+
+/// Every row of every table an admin route (or the bidder acting on one) can change, as text,
+/// in a stable order: equal dumps mean nothing changed.
+pub async fn dump(pool: &PgPool) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for table in [
+        "users",
+        "vendors",
+        "vehicles",
+        "events",
+        "lanes",
+        "lots",
+        "bids",
+        "lot_commands",
+        "settlements",
+        "event_registrations",
+    ] {
+        let rows: String = sqlx::query_scalar(&format!(
+            "SELECT coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM {table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        out.push((table, rows));
+    }
+    out
+}
