@@ -2,6 +2,8 @@
 //! live here. See PROTOCOL.md ("Command line and configuration").
 
 mod bench;
+mod dev;
+mod seed;
 mod telemetry;
 
 /// mimalloc: the bid path allocates many small short-lived buffers (messages, headers, rows);
@@ -52,6 +54,9 @@ impl Conn {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole stack in one process on local or private servers, with a demo auction
+    /// (see DESIGN.md, "Running it").
+    Dev(dev::DevArgs),
     /// Apply database migrations and create the NATS streams.
     Migrate {
         #[command(flatten)]
@@ -345,6 +350,8 @@ async fn main() -> anyhow::Result<()> {
             count,
         } => tail(&nats_url, &subject, count).await?,
         Command::Bench { command } => bench::run(command).await?,
+        // Awaited here, on the main thread: private servers die with the thread that started them.
+        Command::Dev(args) => dev::run(args).await?,
     }
     Ok(())
 }

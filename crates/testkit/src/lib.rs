@@ -11,6 +11,8 @@
 //!   the same port and store; [`nats_server_binary`] finds a server new enough (2.10+).
 //! - [`db`]: [`TestDb`], a fresh database per test on the machine's Postgres.
 //! - [`pg`]: [`PgCluster`], a whole private Postgres for tests that stop or crash the database.
+//! - [`NatsOptions`] and [`PgOptions`]: the same servers the way `gavel dev` runs them, with
+//!   their data kept in a directory between runs and dying with the process that started them.
 //! - `process` (private): free ports, signals and log tails shared by the guards.
 
 use std::future::Future;
@@ -22,8 +24,10 @@ pub mod pg;
 mod process;
 
 pub use db::TestDb;
-pub use nats::{nats_server_binary, nats_server_version, parse_nats_version, NatsServer};
-pub use pg::{postgres_bin_dir, PgCluster};
+pub use nats::{
+    nats_server_binary, nats_server_version, parse_nats_version, NatsOptions, NatsServer,
+};
+pub use pg::{postgres_bin_dir, PgCluster, PgOptions};
 
 /// Polls `f` every 10 ms until it returns `true`, or fails once `deadline` has passed.
 ///

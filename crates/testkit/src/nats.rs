@@ -167,9 +167,29 @@ pub struct NatsServer {
     monitor_port: u16,
     store_dir: PathBuf,
     log_path: PathBuf,
-    /// Declared last so it is removed after the child is gone (Drop kills the child first
-    /// anyway).
-    dir: TempDir,
+    /// Where the ports file goes (and, for a temporary server, everything else).
+    work_dir: PathBuf,
+    /// Wrap the server in `setpriv --pdeathsig TERM` (see [`NatsOptions::kill_with_parent`]).
+    kill_with_parent: bool,
+    /// The temporary directory of a test's server, `None` for a kept one
+    /// ([`NatsOptions::dir`]). Declared last so it is removed after the child is gone (Drop
+    /// kills the child first anyway).
+    _temp: Option<TempDir>,
+}
+
+/// How to run a [`NatsServer`] other than the tests' way (a temporary store, killed and deleted
+/// on drop). `gavel dev` keeps its store between runs and must leave no server behind if it
+/// dies itself.
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    /// Keep the JetStream store here (`-sd`), with the log (`nats.log`) and the ports file,
+    /// across runs: it is created if missing and never deleted.
+    pub dir: Option<PathBuf>,
+    /// Make the server die with the thread that started it (`setpriv --pdeathsig TERM`, which
+    /// then execs the server, so the pid stays ours): a parent killed with SIGKILL leaves no
+    /// orphan holding the port and the store. Start it from a thread that lives as long as the
+    /// process (the main thread), because the signal follows the thread, not the process.
+    pub kill_with_parent: bool,
 }
 
 impl NatsServer {
@@ -179,23 +199,73 @@ impl NatsServer {
     /// The port is chosen by the server itself (`-p -1`) and read back from its ports file, so
     /// there is no window in which another process can take it; a restart reuses it.
     pub async fn start() -> anyhow::Result<NatsServer> {
+        NatsServer::start_with(NatsOptions::default()).await
+    }
+
+    /// Starts a server as [`NatsServer::start`] does, with a kept store and the other
+    /// [`NatsOptions`].
+    pub async fn start_with(options: NatsOptions) -> anyhow::Result<NatsServer> {
         let binary = nats_server_binary()?;
-        let dir = tempfile::Builder::new()
-            .prefix("gavel-nats-")
-            .tempdir()
-            .context("creating a temporary directory for nats-server")?;
+        let (temp, work_dir, store_dir) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let dir = std::path::absolute(dir)?;
+                (None, dir.clone(), dir)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("gavel-nats-")
+                    .tempdir()
+                    .context("creating a temporary directory for nats-server")?;
+                let path = temp.path().to_path_buf();
+                (Some(temp), path.clone(), path.join("js"))
+            }
+        };
         let mut server = NatsServer {
             binary,
             child: None,
             port: 0,
             monitor_port: 0,
-            store_dir: dir.path().join("js"),
-            log_path: dir.path().join("nats.log"),
-            dir,
+            store_dir,
+            log_path: work_dir.join("nats.log"),
+            work_dir,
+            kill_with_parent: options.kill_with_parent,
+            _temp: temp,
         };
         server.spawn_and_wait(None).await?;
         tracing::debug!(port = server.port, pid = ?server.pid(), "nats-server started");
         Ok(server)
+    }
+
+    /// Shuts the server down cleanly (SIGTERM: clients are told, the store is flushed) and
+    /// waits for it, killing it if it takes longer than `deadline`. Does nothing if it is not
+    /// running.
+    pub async fn stop(&mut self, deadline: Duration) -> anyhow::Result<()> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        crate::process::signal(pid, "TERM")?;
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut().context("no child")?;
+            if child.try_wait()?.is_some() {
+                self.child = None;
+                self.remove_ports_file(pid);
+                tracing::debug!(port = self.port, "nats-server stopped");
+                return Ok(());
+            }
+            if started.elapsed() >= deadline {
+                self.kill();
+                anyhow::bail!("nats-server did not stop within {deadline:?} and was killed");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A kept directory would collect one ports file per run of a killed server.
+    fn remove_ports_file(&self, pid: u32) {
+        let _ = std::fs::remove_file(self.work_dir.join(format!("nats-server_{pid}.ports")));
     }
 
     /// The client URL, `nats://127.0.0.1:<port>`.
@@ -236,6 +306,7 @@ impl NatsServer {
             if let Err(e) = child.wait() {
                 eprintln!("testkit: waiting for nats-server {}: {e}", child.id());
             }
+            self.remove_ports_file(child.id());
         }
     }
 
@@ -260,11 +331,18 @@ impl NatsServer {
             .open(&self.log_path)
             .with_context(|| format!("opening {}", self.log_path.display()))?;
         let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
-        let child = Command::new(&self.binary)
+        let mut cmd = if self.kill_with_parent {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--pdeathsig", "TERM", "--"]).arg(&self.binary);
+            cmd
+        } else {
+            Command::new(&self.binary)
+        };
+        let child = cmd
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-m", "-1", "-js", "-sd"])
             .arg(&self.store_dir)
             .arg("--ports_file_dir")
-            .arg(self.dir.path())
+            .arg(&self.work_dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -306,7 +384,7 @@ impl NatsServer {
     /// One readiness check; on success `port` and `monitor_port` are set.
     async fn probe(&mut self) -> anyhow::Result<()> {
         let pid = self.pid().context("no child")?;
-        let ports_file = self.dir.path().join(format!("nats-server_{pid}.ports"));
+        let ports_file = self.work_dir.join(format!("nats-server_{pid}.ports"));
         // Written by the server once its listeners are up; may be seen half-written, in which
         // case parsing fails and the next poll reads it again.
         let text = std::fs::read_to_string(&ports_file)

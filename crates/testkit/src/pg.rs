@@ -86,21 +86,38 @@ fn running_as_root() -> bool {
 
 /// A command for a Postgres binary, run as the `postgres` user when we are root.
 fn pg_command(bin: &Path, as_root: bool) -> Command {
-    if as_root {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid",
-            PG_USER,
-            "--regid",
-            PG_USER,
-            "--init-groups",
-            "--",
-        ])
-        .arg(bin);
-        cmd
-    } else {
-        Command::new(bin)
+    pg_command_with(bin, as_root, None)
+}
+
+/// [`pg_command`], optionally with a parent-death signal (`setpriv --pdeathsig`, which the
+/// kernel keeps across the user switch because setpriv sets it last).
+fn pg_command_with(bin: &Path, as_root: bool, pdeathsig: Option<&str>) -> Command {
+    if !as_root && pdeathsig.is_none() {
+        return Command::new(bin);
     }
+    let mut cmd = Command::new("setpriv");
+    if as_root {
+        cmd.args(["--reuid", PG_USER, "--regid", PG_USER, "--init-groups"]);
+    }
+    if let Some(sig) = pdeathsig {
+        cmd.args(["--pdeathsig", sig]);
+    }
+    cmd.arg("--").arg(bin);
+    cmd
+}
+
+/// How to run a [`PgCluster`] other than the tests' way (a temporary cluster, deleted on drop).
+/// `gavel dev` keeps its data between runs and must leave no server behind if it dies itself.
+#[derive(Clone, Debug, Default)]
+pub struct PgOptions {
+    /// Keep the cluster here across runs: the data directory is `<dir>/data` (created by
+    /// `initdb` on the first run only), with `<dir>/postgres.log` and the socket directory
+    /// `<dir>/sock`. Never deleted; dropping the guard shuts the server down cleanly.
+    pub dir: Option<PathBuf>,
+    /// Make the postmaster shut down (SIGINT, a fast shutdown) when the thread that started it
+    /// dies, so a parent killed with SIGKILL leaves no orphan. Start it from a thread that
+    /// lives as long as the process (the main thread): the signal follows the thread.
+    pub kill_with_parent: bool,
 }
 
 /// A private Postgres cluster, removed with the guard.
@@ -117,45 +134,86 @@ pub struct PgCluster {
     data_dir: PathBuf,
     socket_dir: PathBuf,
     log_path: PathBuf,
+    /// The cluster's own directory (data, sockets, log): the working directory of its
+    /// processes, which the `postgres` user can always read.
+    base: PathBuf,
+    /// Ask for a parent-death signal (see [`PgOptions::kill_with_parent`]).
+    kill_with_parent: bool,
+    /// The temporary directory of a test's cluster, `None` for a kept one ([`PgOptions::dir`]).
     /// Declared last: removed after the server has stopped (Drop stops it first anyway).
-    dir: TempDir,
+    temp: Option<TempDir>,
 }
 
 impl PgCluster {
     /// Creates a cluster with `initdb` (trust authentication, superuser `postgres`, UTF8, C
     /// locale) and starts it on a free port of 127.0.0.1, waiting until it accepts connections.
     pub async fn start() -> anyhow::Result<PgCluster> {
+        PgCluster::start_with(PgOptions::default()).await
+    }
+
+    /// Starts a cluster as [`PgCluster::start`] does, with kept data and the other
+    /// [`PgOptions`]. A kept cluster is initialised on its first start only.
+    pub async fn start_with(options: PgOptions) -> anyhow::Result<PgCluster> {
         let bin_dir = postgres_bin_dir()?;
         let as_root = running_as_root();
-        let dir = tempfile::Builder::new()
-            .prefix("gavel-pg-")
-            .tempdir()
-            .context("creating a temporary directory for Postgres")?;
-        let socket_dir = dir.path().join("sock");
-        std::fs::create_dir(&socket_dir)?;
+        let (temp, base) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                (None, std::path::absolute(dir)?)
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("gavel-pg-")
+                    .tempdir()
+                    .context("creating a temporary directory for Postgres")?;
+                let base = temp.path().to_path_buf();
+                (Some(temp), base)
+            }
+        };
+        let socket_dir = base.join("sock");
+        if !socket_dir.is_dir() {
+            std::fs::create_dir(&socket_dir)?;
+        }
         if as_root {
             // tempdir() makes the directory 0700 and owned by root: hand it to postgres.
             use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+            std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755))?;
             let mut chown = Command::new("chown");
             chown
                 .args(["-R", &format!("{PG_USER}:{PG_USER}")])
-                .arg(dir.path());
+                .arg(&base);
             run(chown)
                 .await
                 .context("handing the cluster directory to the postgres user")?;
+            if temp.is_none() {
+                // A kept directory may sit below one the postgres user cannot enter (/root).
+                let mut probe = pg_command(Path::new("/usr/bin/test"), true);
+                probe.args(["-w"]).arg(&base).current_dir("/");
+                run(probe).await.with_context(|| {
+                    format!(
+                        "the postgres user cannot write to {}: a directory above it is not \
+                         open to other users; choose a data directory it can reach",
+                        base.display()
+                    )
+                })?;
+            }
         }
         let mut cluster = PgCluster {
-            data_dir: dir.path().join("data"),
-            log_path: dir.path().join("postgres.log"),
+            data_dir: base.join("data"),
+            log_path: base.join("postgres.log"),
             socket_dir,
             bin_dir,
             as_root,
             port: 0,
             child: None,
-            dir,
+            base,
+            kill_with_parent: options.kill_with_parent,
+            temp,
         };
-        cluster.initdb().await?;
+        if !cluster.data_dir.join("PG_VERSION").is_file() {
+            cluster.initdb().await?;
+        }
         // The port is free when chosen but could be taken before Postgres binds it: retry.
         let mut attempts = 0;
         loop {
@@ -198,6 +256,11 @@ impl PgCluster {
     /// The server log, appended across restarts, for diagnosing a failing test.
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// The URL of database `name` on this cluster, as the superuser (whether or not it exists).
+    pub fn url_of(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// Creates database `name` and returns its URL. The database lives as long as the cluster.
@@ -295,7 +358,7 @@ impl PgCluster {
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C"])
             .args(["--no-sync", "--no-instructions"])
             // The postgres user may not be able to read the caller's working directory.
-            .current_dir(self.dir.path());
+            .current_dir(&self.base);
         run(cmd).await.context("initdb")
     }
 
@@ -307,13 +370,17 @@ impl PgCluster {
             .append(true)
             .open(&self.log_path)
             .with_context(|| format!("opening {}", self.log_path.display()))?;
-        let mut cmd = pg_command(&self.bin_dir.join("postgres"), self.as_root);
+        let mut cmd = pg_command_with(
+            &self.bin_dir.join("postgres"),
+            self.as_root,
+            self.kill_with_parent.then_some("INT"),
+        );
         cmd.arg("-D")
             .arg(&self.data_dir)
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.socket_dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
-            .current_dir(self.dir.path())
+            .current_dir(&self.base)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -358,13 +425,21 @@ impl PgCluster {
 impl Drop for PgCluster {
     /// Shuts down immediately (SIGQUIT, like `pg_ctl stop -m immediate`: no checkpoint, the
     /// data is about to be deleted) and waits, falling back to [`PgCluster::kill`] if it hangs.
+    /// A kept cluster ([`PgOptions::dir`]) gets a fast shutdown (SIGINT) instead: its data
+    /// stays, so it is worth a checkpoint.
     fn drop(&mut self) {
+        let kept = self.temp.is_none();
         let Some(child) = self.child.as_mut() else {
             return;
         };
-        if signal(child.id(), "QUIT").is_ok() {
+        let (sig, patience) = if kept {
+            ("INT", DEADLINE)
+        } else {
+            ("QUIT", Duration::from_secs(10))
+        };
+        if signal(child.id(), sig).is_ok() {
             let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
+            while started.elapsed() < patience {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => {
                         self.child = None;
@@ -374,7 +449,7 @@ impl Drop for PgCluster {
                 }
             }
             eprintln!(
-                "testkit: postgres on port {} ignored SIGQUIT; killing it",
+                "testkit: postgres on port {} ignored SIG{sig}; killing it",
                 self.port
             );
         }
