@@ -710,7 +710,7 @@ async fn control_lot(
             control.name()
         )));
     }
-    let partitions = partitions(&state).await?;
+    let partitions = state.partitions;
     let cmd = control.command(lot_id);
     publish(
         &state,
@@ -724,24 +724,6 @@ async fn control_lot(
     .await?;
     tracing::info!(lot = %lot_id, by = %admin.user, command = cmd.gavel_type(), "lot command sent");
     json(StatusCode::ACCEPTED, &lot)
-}
-
-/// The partition count `BIDS` was made for (fixed once the stream exists), so the edge
-/// addresses a lot's subject exactly as the bidder consumes it.
-async fn partitions(state: &State) -> Result<u16, ApiErr> {
-    let js = bus::jetstream(state.nats.clone());
-    match bus::partitions_of(&js).await {
-        Ok(Some(n)) if n > 0 => Ok(n),
-        Ok(_) => Err(ApiErr::Internal(anyhow::anyhow!(
-            "the BIDS stream has no gavel.partitions"
-        ))),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the BIDS stream");
-            Err(ApiErr::Unavailable(
-                "NATS is not answering; try again".into(),
-            ))
-        }
-    }
 }
 
 /// Publishes to JetStream and waits until it is stored; a NATS failure is 503 (the id makes a

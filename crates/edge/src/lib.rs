@@ -55,7 +55,7 @@ pub struct Config {
     /// Bids per second per user (`GAVEL_BID_RATE`), a burst of as many; 0 is off.
     pub bid_rate: u32,
     /// Origins allowed to open a WebSocket from a browser (`GAVEL_ALLOWED_ORIGINS`); empty means
-    /// `http://` + the listening address.
+    /// `http://` + the listening address (and `http://localhost:<port>` on loopback).
     pub allowed_origins: Vec<String>,
     /// How long a shutdown waits for requests in flight before it gives up on them.
     pub drain: Duration,
@@ -101,6 +101,8 @@ pub(crate) struct State {
     pub(crate) bid_limiter: Option<bids::BidLimiter>,
     pub(crate) hub: Arc<live::Hub>,
     pub(crate) allowed_origins: Vec<String>,
+    /// Partitions of `BIDS`, to address a lot's subject as the bidder consumes it.
+    pub(crate) partitions: u16,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -149,7 +151,12 @@ pub async fn serve_on(
     config.check()?;
     let addr = listener.local_addr().context("the listener's address")?;
     let allowed_origins = if config.allowed_origins.is_empty() {
-        vec![format!("http://{addr}")]
+        // The page this edge serves; on loopback, `localhost` names the same page.
+        let mut own = vec![format!("http://{addr}")];
+        if addr.ip().is_loopback() {
+            own.push(format!("http://localhost:{}", addr.port()));
+        }
+        own
     } else {
         config.allowed_origins.clone()
     };
@@ -169,6 +176,7 @@ pub async fn serve_on(
         bid_limiter: bids::BidLimiter::new(config.bid_rate),
         hub,
         allowed_origins,
+        partitions: config.partitions,
         shutdown: shutdown.clone(),
     });
     tracing::info!(%addr, auth_rate = config.auth_rate, bid_rate = config.bid_rate, "edge listening");

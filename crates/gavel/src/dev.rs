@@ -55,6 +55,16 @@ pub struct DevArgs {
     /// logs everyone out.
     #[arg(long, env = "GAVEL_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// Login and register calls per minute per client address; 0 turns the limit off.
+    #[arg(long, env = "GAVEL_AUTH_RATE", default_value_t = 30)]
+    pub auth_rate: u32,
+    /// Bids per second per user, a burst of as many; 0 turns the limit off.
+    #[arg(long, env = "GAVEL_BID_RATE", default_value_t = 20)]
+    pub bid_rate: u32,
+    /// Origins allowed to open a WebSocket from a browser, comma-separated (default: the
+    /// edge's own page).
+    #[arg(long, env = "GAVEL_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Where private servers keep their data between runs.
     #[arg(long, env = "GAVEL_DEV_DIR", default_value = ".gavel")]
     pub data_dir: PathBuf,
@@ -122,6 +132,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let mut edge_config = edge::Config::new(edge::auth::Secret::new(jwt_secret), partitions);
     edge_config.http_addr = http_addr;
+    edge_config.auth_rate = args.auth_rate;
+    edge_config.bid_rate = args.bid_rate;
+    edge_config.allowed_origins = args.allowed_origins.clone();
     edge_config.drain = Duration::from_secs(3);
     edge_config.check()?;
     let ticker_config = args.ticker.config(partitions);
