@@ -25,6 +25,12 @@ pub enum BenchCommand {
     Bidder(BidderBench),
     /// Short lots through the clock: hammer lateness and tick jitter.
     Ticker(TickerBench),
+    /// `new_bid` to 1,000s of WebSocket watchers: the edge against a bare tokio-tungstenite
+    /// broadcast (the floor), latency to the last watcher and memory per idle connection.
+    Fanout(crate::bench_fanout::FanoutBench),
+    /// The floor of `bench fanout` (started by it).
+    #[command(hide = true)]
+    FloorServer(crate::bench_fanout::FloorServer),
 }
 
 #[derive(Args)]
@@ -107,6 +113,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Bidder(b) => bench_bidder(b).await,
         BenchCommand::Ticker(t) => bench_ticker(t).await,
+        BenchCommand::Fanout(f) => crate::bench_fanout::run(f).await,
+        BenchCommand::FloorServer(f) => crate::bench_fanout::floor_server(f).await,
     }
 }
 
@@ -522,7 +530,7 @@ async fn bench_ticker(o: TickerBench) -> anyhow::Result<()> {
 
 /// A scheduled event of `lanes` × `per_lane` lots (no reserve, `lot_seconds` on the clock and
 /// after each bid) starting at `starts_at`; its lots lane by lane, in position order.
-async fn setup_event(
+pub(crate) async fn setup_event(
     pool: &store::PgPool,
     lanes: i32,
     per_lane: usize,

@@ -2,6 +2,7 @@
 //! live here. See PROTOCOL.md ("Command line and configuration").
 
 mod bench;
+mod bench_fanout;
 mod dev;
 mod seed;
 mod telemetry;
