@@ -52,6 +52,9 @@ struct Item {
     cmd: Option<BidCommand>,
     /// The header's trace context, or a new trace for a message that came without one.
     traceparent: TraceParent,
+    /// `bidder.decide`, from reading the message to its batch's commit, in the header's trace
+    /// (disabled unless an OpenTelemetry layer listens, and for a message without a header).
+    _span: tracing::Span,
 }
 
 /// Serves one partition while it holds the lease.
@@ -359,11 +362,25 @@ impl Worker {
                 None
             }
         };
+        let header = bus::traceparent_of(m.headers.as_ref());
+        let span = match &header {
+            Some(tp) => {
+                let span = tracing::debug_span!(
+                    target: bus::trace::TARGET,
+                    "bidder.decide",
+                    partition = self.partition.get(),
+                    seq
+                );
+                bus::trace::follow(&span, tp);
+                span
+            }
+            None => tracing::Span::none(),
+        };
         Item {
             seq,
             cmd,
-            traceparent: bus::traceparent_of(m.headers.as_ref())
-                .unwrap_or_else(TraceParent::new_root),
+            traceparent: header.unwrap_or_else(TraceParent::new_root),
+            _span: span,
         }
     }
 

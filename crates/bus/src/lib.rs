@@ -1,7 +1,9 @@
 //! NATS plumbing every Gavel service shares, so they agree on streams and headers without
 //! depending on each other: [`connect`] (refuses servers older than 2.10), [`ensure_streams`]
 //! (the four streams of PROTOCOL.md and the notifier's dead letters) and [`Outgoing`] (a
-//! message with Gavel's headers).
+//! message with Gavel's headers); [`trace`] makes a message's `traceparent` the parent of a span.
+
+pub mod trace;
 
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;

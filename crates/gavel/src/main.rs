@@ -279,7 +279,7 @@ impl NotifierOpts {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init();
+    let _telemetry = telemetry::init(telemetry::service_name(&cli.command))?;
     match cli.command {
         Command::Migrate { conn, replicas } => {
             migrate(&conn, replicas).await?;

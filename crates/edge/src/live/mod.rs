@@ -36,6 +36,7 @@ use store::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A serialised server frame, shared by every socket it goes to.
 pub(crate) type Frame = Utf8Bytes;
@@ -359,6 +360,19 @@ impl Hub {
         };
         let frame = match msg {
             UserMsg::Result(r) => {
+                let span = match bus::traceparent_of(m.headers.as_ref()) {
+                    Some(tp) => {
+                        let span = tracing::debug_span!(
+                            target: bus::trace::TARGET,
+                            "edge.bid_result",
+                            lot = %r.lot_id
+                        );
+                        bus::trace::follow(&span, &tp);
+                        span
+                    }
+                    None => tracing::Span::none(),
+                };
+                let _in_trace = span.enter();
                 let waiting = self
                     .waiters
                     .lock()
@@ -388,7 +402,9 @@ impl Hub {
     /// for the bidder's `user.<id>.result` for that idem; a retry that JetStream dropped as a
     /// duplicate is answered from the recorded decision, or from the first one's answer when
     /// it comes.
-    #[tracing::instrument(skip_all, fields(lot = %lot_id, trace_id))]
+    ///
+    /// Each bid starts a trace; its span `edge.bid` is a child of the trace's root, the
+    /// `traceparent` the bid carries to the bidder.
     pub(crate) async fn place_bid(
         &self,
         user: UserId,
@@ -396,6 +412,23 @@ impl Hub {
         amount: i64,
         seen_high: Option<i64>,
         idem: String,
+    ) -> Result<BidResult, BidError> {
+        let trace = TraceParent::new_root();
+        let span = tracing::info_span!("edge.bid", lot = %lot_id, trace_id = %trace.trace_id_hex());
+        bus::trace::follow(&span, &trace);
+        self.bid_in_trace(user, lot_id, amount, seen_high, idem, trace)
+            .instrument(span)
+            .await
+    }
+
+    async fn bid_in_trace(
+        &self,
+        user: UserId,
+        lot_id: LotId,
+        amount: i64,
+        seen_high: Option<i64>,
+        idem: String,
+        trace: TraceParent,
     ) -> Result<BidResult, BidError> {
         let started = Instant::now();
         let key = (user, idem.clone());
@@ -406,8 +439,6 @@ impl Hub {
             .entry(key.clone())
             .or_default()
             .push(tx);
-        let trace = TraceParent::new_root();
-        tracing::Span::current().record("trace_id", trace.trace_id_hex().as_str());
         let cmd = BidCommand::PlaceBid(PlaceBid {
             lot_id,
             user_id: user,
