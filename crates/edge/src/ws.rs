@@ -1,9 +1,12 @@
 //! `GET /ws`: the apps' WebSocket, on a lean layer of its own.
 //!
 //! warp serves every other route; this upgrade is answered by the edge's own server
-//! ([`crate::server`]) so the socket can run on tokio-tungstenite straight over the TCP stream
-//! with a 4 KiB read buffer (warp's WebSocket keeps 128 KiB per socket). An idle watcher then
-//! costs a few KiB of edge memory.
+//! ([`crate::server`]) so the socket runs on tokio-tungstenite with a 4 KiB read buffer (warp's
+//! WebSocket keeps 128 KiB per socket). An idle watcher then costs about 10 KiB of edge memory
+//! (`gavel bench fanout`). hyper-util's auto server hands the upgrade over in a wrapper of its
+//! own, so the socket runs over hyper's upgraded connection; [`start`] would take the bare TCP
+//! stream when a server gives it back (a plain HTTP/1 server does, but it then keeps hyper's
+//! 8 KiB read buffer alive unless that is dropped first).
 //!
 //! Each socket is one task: it reads client frames and writes what its queue holds, several
 //! frames per socket write when they pile up. It never waits on another socket; the hub marks
@@ -11,7 +14,7 @@
 
 use crate::auth::Caller;
 use crate::error::ApiErr;
-use crate::live::{self, Conn, Frame, MAX_QUEUED_FRAMES};
+use crate::live::{self, Conn, MAX_QUEUED_FRAMES};
 use crate::State;
 use futures::{SinkExt, StreamExt};
 use schemas::frames::{
@@ -23,7 +26,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -134,8 +136,8 @@ fn url_token(query: &str) -> Option<String> {
     })
 }
 
-/// Runs the socket over the bare TCP stream when the upgrade gives it back (always, with the
-/// edge's server), else over hyper's upgraded connection.
+/// Runs the socket over the bare TCP stream when the upgrade gives it back, else over hyper's
+/// upgraded connection (what hyper-util's auto server gives).
 async fn start(state: Arc<State>, caller: Caller, upgraded: hyper::upgrade::Upgraded) {
     use hyper_util::rt::TokioIo;
     match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
@@ -174,16 +176,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let hub = state.hub.clone();
-    let (conn, mut rx) = hub.connect(caller.user);
+    let conn = hub.connect(caller.user);
     let mut subscribed: HashSet<EventId> = HashSet::new();
+    // Built once: a fresh wait on each token per frame would lock them every time.
+    let (slow_token, stop_token) = (conn.slow.clone(), state.shutdown.clone());
+    let slow = slow_token.cancelled();
+    let stopping = stop_token.cancelled();
+    tokio::pin!(slow, stopping);
     let close: Close = loop {
         tokio::select! {
             biased;
-            _ = conn.slow.cancelled() => break Some((CloseCode::Policy, "too slow: frames were waiting")),
-            _ = state.shutdown.cancelled() => break Some((CloseCode::Away, "the edge is stopping")),
-            Some(frame) = rx.recv() => {
+            _ = &mut slow => break Some((CloseCode::Policy, "too slow: frames were waiting")),
+            _ = &mut stopping => break Some((CloseCode::Away, "the edge is stopping")),
+            _ = conn.ready() => {
                 tokio::select! {
-                    r = tokio::time::timeout(STALL, write_batch(&mut ws, &conn, &mut rx, frame)) => match r {
+                    r = tokio::time::timeout(STALL, write_batch(&mut ws, &conn)) => match r {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
                         Err(_) => {
@@ -193,13 +200,14 @@ where
                     },
                     // Stuck in a write while the queue overflowed: the close frame goes after
                     // what is already on its way, if the client ever reads it.
-                    _ = conn.slow.cancelled() => break Some((CloseCode::Policy, "too slow: frames were waiting")),
+                    _ = &mut slow => break Some((CloseCode::Policy, "too slow: frames were waiting")),
                 }
             }
             msg = ws.next() => match msg {
                 None => break None,
                 Some(Ok(Message::Text(text))) => {
-                    read_frame(&state, &conn, &mut subscribed, text.as_str()).await;
+                    // Boxed: its Postgres read would otherwise sit in every idle socket's task.
+                    Box::pin(read_frame(&state, &conn, &mut subscribed, text.as_str())).await;
                 }
                 Some(Ok(Message::Binary(_))) => {
                     push(&conn, &error(ErrorCode::BadFrame, "frames are JSON text, not binary"));
@@ -239,27 +247,19 @@ where
     hub.disconnect(&conn);
 }
 
-/// Writes `first` and whatever else is queued (up to [`MAX_BATCH`]) with one flush.
-async fn write_batch<S>(
-    ws: &mut WebSocketStream<S>,
-    conn: &Conn,
-    rx: &mut mpsc::Receiver<Frame>,
-    first: Frame,
-) -> Result<(), WsError>
+/// Writes what is queued (up to [`MAX_BATCH`] frames) with one flush.
+async fn write_batch<S>(ws: &mut WebSocketStream<S>, conn: &Conn) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut next = Some(first);
     let mut n = 0;
-    while let Some(frame) = next {
-        conn.taken(frame.len());
+    while n < MAX_BATCH {
+        let Some(frame) = conn.pop() else { break };
         ws.feed(Message::Text(frame)).await?;
         n += 1;
-        next = if n < MAX_BATCH {
-            rx.try_recv().ok()
-        } else {
-            None
-        };
+    }
+    if n == MAX_BATCH {
+        conn.wake_if_waiting();
     }
     ws.flush().await
 }

@@ -53,6 +53,8 @@ impl Conn {
     }
 }
 
+// Parsed once at start-up; boxing `dev`'s arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// The whole stack in one process on local or private servers, with a demo auction
@@ -184,6 +186,13 @@ pub struct EdgeOpts {
     /// Login and register calls per minute per client address; 0 turns the limit off.
     #[arg(long, env = "GAVEL_AUTH_RATE", default_value_t = 30)]
     pub auth_rate: u32,
+    /// Bids per second per user, a burst of as many; 0 turns the limit off.
+    #[arg(long, env = "GAVEL_BID_RATE", default_value_t = 20)]
+    pub bid_rate: u32,
+    /// Origins allowed to open a WebSocket from a browser, comma-separated (default:
+    /// `http://` + the listening address).
+    #[arg(long, env = "GAVEL_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 impl EdgeOpts {
@@ -191,6 +200,8 @@ impl EdgeOpts {
         let mut c = edge::Config::new(edge::auth::Secret::new(self.jwt_secret.clone()), partitions);
         c.http_addr = self.http_addr;
         c.auth_rate = self.auth_rate;
+        c.bid_rate = self.bid_rate;
+        c.allowed_origins = self.allowed_origins.clone();
         c.check()?;
         Ok(c)
     }

@@ -28,12 +28,12 @@ use schemas::subjects as subj;
 use schemas::trace::TraceParent;
 use schemas::{EventId, LotId, UserId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -57,64 +57,91 @@ pub(crate) fn encode(frame: &ServerFrame) -> Frame {
     Utf8Bytes::from(serde_json::to_string(frame).expect("frames always serialise"))
 }
 
-/// The hub's side of one socket: where its frames go and how to close it.
+/// The hub's side of one socket: where its frames go and how to close it. The queue is a plain
+/// deque behind a lock (empty, it holds no memory; a bounded channel would keep a block of slots
+/// per idle socket) with a `Notify` to wake the socket.
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) user: UserId,
-    tx: mpsc::Sender<Frame>,
-    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
+    ready: Notify,
     /// Cancelled when the socket fell behind; the socket closes itself with 1008.
     pub(crate) slow: CancellationToken,
     metrics: Metrics,
 }
 
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    /// The socket is gone: frames are dropped.
+    closed: bool,
+}
+
 impl Conn {
-    /// A socket's handle and the receiving end of its queue.
-    pub(crate) fn new(
-        id: u64,
-        user: UserId,
-        metrics: Metrics,
-    ) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(MAX_QUEUED_FRAMES);
-        let conn = Conn {
+    /// A socket's handle.
+    pub(crate) fn new(id: u64, user: UserId, metrics: Metrics) -> Arc<Conn> {
+        Arc::new(Conn {
             id,
             user,
-            tx,
-            queued_bytes: AtomicUsize::new(0),
+            queue: Mutex::default(),
+            ready: Notify::new(),
             slow: CancellationToken::new(),
             metrics,
-        };
-        (Arc::new(conn), rx)
+        })
     }
 
     /// Queues a frame without ever waiting: a socket whose queue is full is marked slow (it
     /// closes itself) and the frame is dropped for it alone.
     pub(crate) fn push(&self, frame: &Frame) -> bool {
-        if self.slow.is_cancelled() {
-            return false;
-        }
-        let len = frame.len();
-        if self.queued_bytes.load(Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
-            self.fell_behind();
-            return false;
-        }
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => {
-                self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                self.metrics.frames.inc();
-                true
+        {
+            let mut q = self.queue.lock().expect("queue lock");
+            if q.closed || self.slow.is_cancelled() {
+                return false;
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            if q.frames.len() >= MAX_QUEUED_FRAMES || q.bytes + frame.len() > MAX_QUEUED_BYTES {
+                drop(q);
                 self.fell_behind();
-                false
+                return false;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            q.bytes += frame.len();
+            q.frames.push_back(frame.clone());
+        }
+        self.metrics.frames.inc();
+        self.ready.notify_one();
+        true
+    }
+
+    /// Waits until frames may be waiting.
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// The next waiting frame.
+    pub(crate) fn pop(&self) -> Option<Frame> {
+        let mut q = self.queue.lock().expect("queue lock");
+        let frame = q.frames.pop_front()?;
+        q.bytes -= frame.len();
+        if q.frames.is_empty() && q.frames.capacity() > 64 {
+            // A burst is over: give its memory back.
+            q.frames = VecDeque::new();
+        }
+        Some(frame)
+    }
+
+    /// Whether frames wait (the socket wakes itself again after a full batch).
+    pub(crate) fn wake_if_waiting(&self) {
+        if !self.queue.lock().expect("queue lock").frames.is_empty() {
+            self.ready.notify_one();
         }
     }
 
-    /// The socket took `len` bytes off its queue.
-    pub(crate) fn taken(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    /// The socket ended: nothing more is queued, what waits is freed.
+    pub(crate) fn close(&self) {
+        let mut q = self.queue.lock().expect("queue lock");
+        q.closed = true;
+        q.frames = VecDeque::new();
+        q.bytes = 0;
     }
 
     fn fell_behind(&self) {
@@ -212,8 +239,8 @@ impl Hub {
         let mut every = tokio::time::interval(PRESENCE_EVERY);
         let mut connects = self.nats.statistics().connects.load(Ordering::Relaxed);
         loop {
+            // Not biased: a busy lot's feed must not starve the answers on `user.>`.
             tokio::select! {
-                biased;
                 _ = self.shutdown.cancelled() => break,
                 Some(m) = auction.next() => self.route_auction(m),
                 Some(m) = users.next() => self.route_user(m),
@@ -315,9 +342,9 @@ impl Hub {
     // ----- sockets and users -----
 
     /// A new socket of `user`.
-    pub(crate) fn connect(&self, user: UserId) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
+    pub(crate) fn connect(&self, user: UserId) -> Arc<Conn> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = Conn::new(id, user, self.metrics.clone());
+        let conn = Conn::new(id, user, self.metrics.clone());
         self.users
             .lock()
             .expect("users lock")
@@ -325,11 +352,12 @@ impl Hub {
             .or_default()
             .push(conn.clone());
         self.metrics.connections.inc();
-        (conn, rx)
+        conn
     }
 
     /// A socket closed.
     pub(crate) fn disconnect(&self, conn: &Arc<Conn>) {
+        conn.close();
         let mut users = self.users.lock().expect("users lock");
         if let Some(list) = users.get_mut(&conn.user) {
             list.retain(|c| c.id != conn.id);
