@@ -106,6 +106,8 @@ function form(id, title, fields, submitLabel, onSubmit) {
   return f;
 }
 
+const bids = (n) => `${n ?? 0} ${n === 1 ? 'bid' : 'bids'}`;
+
 const val = (root, id) => root.querySelector(`#${id}`).value.trim();
 
 function needInt(text, what, min = 0) {
@@ -469,7 +471,7 @@ function monitor(box, ctx, eventId) {
     ui.state.className = `chip ${l.closing ? l.closing.outcome : lot?.state ?? 'closed'}`;
     setText(ui.high, lot?.high != null ? money(lot.high) : lot ? `opens at ${money(lot.min_next)}` : '—');
     setText(ui.bidder, lot?.bidder ?? '');
-    setText(ui.count, lot ? `${lot.bid_count} bids` : '');
+    setText(ui.count, lot ? bids(lot.bid_count) : '');
     const r = rates.get(n);
     setText(ui.rate, r != null ? `${Number(r).toFixed(1)} bids/min` : '');
     const key = lot ? `${lot.lot_id}:${lot.state}` : '';
@@ -523,7 +525,7 @@ function monitor(box, ctx, eventId) {
     if (f.type === 'snapshot' && f.event_id !== eventId) return;
     if (f.type === 'car_rotate' && f.event_id !== eventId) return;
     if (!board.apply(f)) return;
-    if (f.type === 'new_bid') note(`Lane ${f.lane}: ${money(f.amount)} by ${f.bidder} (${f.bid_count} bids)`);
+    if (f.type === 'new_bid') note(`Lane ${f.lane}: ${money(f.amount)} by ${f.bidder} (${bids(f.bid_count)})`);
     if (f.type === 'car_rotate') {
       note(`Lane ${f.lane}: ${f.closed?.outcome ?? 'closed'}${f.closed?.amount != null ? ` at ${money(f.closed.amount)}` : ''}; ${f.next ? `next up ${carTitle(f.next.vehicle)}` : 'lane finished'}`);
     }

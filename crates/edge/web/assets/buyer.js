@@ -2,7 +2,7 @@
 // the Won list. Each view takes (main, ctx, ...params) and returns its clean-up function.
 
 import { ApiError, get, post, request, saveSession } from './api.js';
-import { Board } from './live.js';
+import { Board, now } from './live.js';
 import {
   carPhoto, carTitle, countdown, dateTime, fill, h, mileage, money, relative, setText,
 } from './format.js';
@@ -512,7 +512,18 @@ export function liveView(main, ctx, eventId) {
       return;
     }
     if (f.type === 'car_rotate' && f.event_id !== eventId) return;
-    board.apply(f);
+    if (board.apply(f)) refreshStatus();
+  }
+
+  // A lot of this event is moving while the header still says "Scheduled" (the admin started
+  // it early, or it went live while the page was open): fetch the event again, at most every 2 s,
+  // instead of waiting for the 30-second refresh.
+  let statusCheckedAt = 0;
+  function refreshStatus() {
+    if (!event || event.status === 'live' || event.status === 'closed') return;
+    if (now() - statusCheckedAt < 2000) return;
+    statusCheckedAt = now();
+    loadEvent();
   }
 
   // The outbid banner's button lands here when this page shows the lot.

@@ -48,10 +48,9 @@ export function carPhoto(v) {
 export function countdown(ms) {
   if (ms == null || !Number.isFinite(ms)) return '—:—';
   if (ms <= 0) return '0:00';
-  if (ms < 10_000) {
-    const tenths = Math.ceil(ms / 100);
-    return `0:0${Math.floor(tenths / 10)}.${tenths % 10}`;
-  }
+  // Rounded up to tenths first: 9.95 s is 100 tenths, which shows as "0:10", not "0:010.0".
+  const tenths = Math.ceil(ms / 100);
+  if (tenths < 100) return `0:0${Math.floor(tenths / 10)}.${tenths % 10}`;
   const s = Math.ceil(ms / 1000);
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 }
