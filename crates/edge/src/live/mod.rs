@@ -379,6 +379,12 @@ impl Hub {
         else {
             return;
         };
+        // Every edge hears every user's notices: one for a user with no socket here and no bid
+        // waiting here is dropped before it is decoded.
+        let result = m.subject.ends_with(".result");
+        if !result && !self.users.lock().expect("users lock").contains_key(&user) {
+            return;
+        }
         let msg = match UserMsg::decode(&m.payload) {
             Ok(msg) => msg,
             Err(e) => {
