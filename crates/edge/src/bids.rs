@@ -8,7 +8,7 @@ use crate::rest::path_id;
 use crate::{authorization, body, json, respond, with_state, ApiResult, State};
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use schemas::frames::{parse_bid, BidResult, BidStatus, ClientFrame, FrameError};
+use schemas::frames::{parse_bid_body, BidResult, BidStatus, ClientFrame, FrameError};
 use schemas::lot::RejectReason;
 use schemas::{LotId, UserId};
 use serde::Deserialize;
@@ -73,14 +73,8 @@ pub(crate) async fn place(
 ) -> ApiResult {
     let caller = state.tokens.caller(authz.as_deref())?;
     let lot_id: LotId = path_id(&id, "lot")?;
-    let mut obj = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(serde_json::Value::Object(obj)) => obj,
-        Ok(_) => return Err(ApiErr::Invalid("a bid is a JSON object".into())),
-        Err(e) => return Err(ApiErr::Invalid(format!("unreadable body: {e}"))),
-    };
-    obj.insert("lot_id".into(), serde_json::Value::String(id));
     let hub = &state.hub;
-    let result = match parse_bid(&obj) {
+    let result = match parse_bid_body(&body, lot_id) {
         Err(FrameError::InvalidBid { idem, .. }) => {
             live::refused(idem, lot_id, RejectReason::Invalid)
         }

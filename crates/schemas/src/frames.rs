@@ -266,6 +266,18 @@ pub fn parse_bid(obj: &serde_json::Map<String, Value>) -> Result<ClientFrame, Fr
     })
 }
 
+/// Reads the body of a REST bid (`POST /api/lots/{id}/bids`): a JSON object with `amount`,
+/// `seen_high` and `idem`, for the lot the path names. Never panics, whatever the body (fuzzed).
+pub fn parse_bid_body(body: &[u8], lot_id: LotId) -> Result<ClientFrame, FrameError> {
+    let mut obj = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(obj)) => obj,
+        Ok(_) => return Err(FrameError::BadFrame("a bid is a JSON object".into())),
+        Err(e) => return Err(FrameError::BadFrame(format!("unreadable body: {e}"))),
+    };
+    obj.insert("lot_id".into(), Value::String(lot_id.to_string()));
+    parse_bid(&obj)
+}
+
 /// An idempotency key is 1 to 64 characters.
 pub fn valid_idem(s: &str) -> bool {
     let n = s.chars().count();
@@ -374,6 +386,33 @@ mod tests {
         assert!(matches!(
             parse(json!({"type":"bid","lot_id":lot,"amount":1})),
             Err(FrameError::BadFrame(_))
+        ));
+    }
+
+    #[test]
+    fn a_rest_bid_body_is_for_the_path_lot() {
+        let lot = LotId::new();
+        let body = json!({"lot_id": LotId::new(), "amount": 100, "seen_high": null, "idem": "k"});
+        assert_eq!(
+            parse_bid_body(body.to_string().as_bytes(), lot).unwrap(),
+            ClientFrame::Bid {
+                lot_id: lot,
+                amount: Cents::new(100).unwrap(),
+                seen_high: None,
+                idem: "k".into()
+            }
+        );
+        assert!(matches!(
+            parse_bid_body(b"[1]", lot),
+            Err(FrameError::BadFrame(_))
+        ));
+        assert!(matches!(
+            parse_bid_body(b"{", lot),
+            Err(FrameError::BadFrame(_))
+        ));
+        assert!(matches!(
+            parse_bid_body(br#"{"amount": 0, "idem": "k"}"#, lot),
+            Err(FrameError::InvalidBid { lot_id: Some(l), .. }) if l == lot
         ));
     }
 

@@ -1,0 +1,9 @@
+//! `AuctionMsg` (the `auction` subject family) from arbitrary MessagePack bytes.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    common::check::<schemas::nats::AuctionMsg>("auction.e.1.bid", data);
+});
