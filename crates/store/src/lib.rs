@@ -2,12 +2,14 @@
 //!
 //! Read [`error`] first (how Postgres failures become answers), then [`bidding`] (the bidder's
 //! batch transaction, leases and replays), then [`users`]. [`catalog`], [`views`], [`clock`] and
-//! [`admin`] are the admins', buyers' and ticker's tables.
+//! [`admin`] are the admins', buyers' and ticker's tables. [`audit`] checks the bid path's
+//! invariants over what is stored (fault tests and benches run it afterwards).
 //!
 //! Queries use sqlx's unchecked functions so the workspace builds without a database; every
 //! query is covered by an integration test against a real Postgres.
 
 pub mod admin;
+pub mod audit;
 pub mod bidding;
 pub mod catalog;
 pub mod clock;
