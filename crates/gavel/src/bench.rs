@@ -28,6 +28,10 @@ pub enum BenchCommand {
     /// `new_bid` to 1,000s of WebSocket watchers: the edge against a bare tokio-tungstenite
     /// broadcast (the floor), latency to the last watcher and memory per idle connection.
     Fanout(crate::bench_fanout::FanoutBench),
+    /// A rehearsed auction night over WebSockets: the whole stack, W watchers and B closed-loop
+    /// bidders over L lanes for D seconds; throughput, latencies, memory, CPU per process, and
+    /// the invariants checked at the end (any violation fails the run).
+    Night(crate::bench_night::NightBench),
     /// The floor of `bench fanout` (started by it).
     #[command(hide = true)]
     FloorServer(crate::bench_fanout::FloorServer),
@@ -114,6 +118,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Bidder(b) => bench_bidder(b).await,
         BenchCommand::Ticker(t) => bench_ticker(t).await,
         BenchCommand::Fanout(f) => crate::bench_fanout::run(f).await,
+        BenchCommand::Night(n) => crate::bench_night::run(n).await,
         BenchCommand::FloorServer(f) => crate::bench_fanout::floor_server(f).await,
     }
 }

@@ -6,7 +6,8 @@
 //! `/proc/<pid>/status` without the clients' mixed in:
 //! - the floor: `gavel bench floor-server` (hidden), accept + handshake + one task per socket
 //!   reading a broadcast channel of pre-serialised frames, several frames per socket write, a
-//!   4 KiB read buffer. A line `send <n>` on its stdin broadcasts frame `n`.
+//!   4 KiB read buffer. A line `send <n>` on its stdin broadcasts frame `n` (`tick <n>`, a
+//!   `timer_update`, is for `gavel bench night`).
 //! - Gavel: `gavel edge` on a private nats-server and a fresh database. Its frames come from
 //!   `AuctionMsg::NewBid` messages the bench publishes on `auction.<event>.1.bid` (JetStream,
 //!   as the bidder announces them) with rising versions: no bidder in the path, so the figure is
@@ -21,6 +22,10 @@
 //!
 //! Read [`FanoutBench`], then [`bench_fanout`] and [`phase`]; the floor is at the end.
 
+use crate::bench_kit::{
+    cpu_ms, free_addr, gavel_child, loadavg, raise_nofile, rss_kib, spawn_edge, ws_config,
+    Quantiles,
+};
 use crate::{migrate, Conn};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
@@ -35,11 +40,10 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Notify, Semaphore};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
@@ -113,14 +117,6 @@ struct ServerReport {
     /// Frames per second actually sent.
     sent_per_sec: f64,
     loadavg_1m: f64,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct Quantiles {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -402,32 +398,9 @@ impl Server<'_> {
 }
 
 async fn start<'a>(target: &Target<'a>) -> anyhow::Result<Server<'a>> {
-    let exe = std::env::current_exe()?;
-    // setpriv makes the child die with this thread (the main thread: the bench runs on it), so
-    // not even a SIGKILL of the bench leaves a server behind; kill_on_drop covers the rest.
-    let mut cmd = tokio::process::Command::new("setpriv");
-    cmd.args(["--pdeathsig", "KILL", "--"])
-        .arg(&exe)
-        .kill_on_drop(true)
-        .stderr(Stdio::inherit())
-        .env("RUST_LOG", "warn");
     match target {
         Target::Floor => {
-            cmd.args(["bench", "floor-server", "--addr", "127.0.0.1:0"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped());
-            let mut child = cmd.spawn()?;
-            let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
-            let stdin = child.stdin.take().expect("piped stdin");
-            let stdout = child.stdout.take().expect("piped stdout");
-            let mut line = String::new();
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                BufReader::new(stdout).read_line(&mut line),
-            )
-            .await
-            .map_err(|_| anyhow::anyhow!("the floor server did not say where it listens"))??;
-            let addr: SocketAddr = line.trim().parse()?;
+            let (child, pid, addr, stdin) = spawn_floor().await?;
             Ok(Server {
                 child,
                 pid,
@@ -438,33 +411,8 @@ async fn start<'a>(target: &Target<'a>) -> anyhow::Result<Server<'a>> {
             })
         }
         Target::Gavel(g) => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            cmd.arg("edge")
-                .env("NATS_URL", &g.conn.nats_url)
-                .env("DATABASE_URL", &g.conn.database_url)
-                .env("GAVEL_PARTITIONS", g.conn.partitions.to_string())
-                .env("GAVEL_HTTP_ADDR", addr.to_string())
-                .env("GAVEL_JWT_SECRET", &g.secret)
-                .env("GAVEL_AUTH_RATE", "0")
-                .env("GAVEL_BID_RATE", "0")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null());
-            let mut child = cmd.spawn()?;
-            let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
-            let until = Instant::now() + Duration::from_secs(30);
-            while !ready(addr).await {
-                if let Some(status) = child.try_wait()? {
-                    anyhow::bail!("gavel edge exited: {status}");
-                }
-                anyhow::ensure!(
-                    Instant::now() < until,
-                    "gavel edge not ready on {addr} in 30 s"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let addr = free_addr()?;
+            let (child, pid) = spawn_edge(&g.conn, &g.secret, addr).await?;
             Ok(Server {
                 child,
                 pid,
@@ -483,20 +431,29 @@ async fn start<'a>(target: &Target<'a>) -> anyhow::Result<Server<'a>> {
     }
 }
 
-/// Whether the edge answers `/readyz` with 200.
-async fn ready(addr: SocketAddr) -> bool {
-    let probe = async {
-        let mut tcp = TcpStream::connect(addr).await?;
-        tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut head = [0u8; 12];
-        tcp.read_exact(&mut head).await?;
-        Ok::<_, std::io::Error>(head.starts_with(b"HTTP/1.1 200"))
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), probe).await,
-        Ok(Ok(true))
+/// Starts the floor server (`gavel bench floor-server`): the child, its pid, where it listens
+/// and its stdin (`send <n>` broadcasts a `new_bid`, `tick <n>` a `timer_update`).
+pub(crate) async fn spawn_floor() -> anyhow::Result<(
+    tokio::process::Child,
+    u32,
+    SocketAddr,
+    tokio::process::ChildStdin,
+)> {
+    let mut cmd = gavel_child(&["bench", "floor-server", "--addr", "127.0.0.1:0"])?;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(stdout).read_line(&mut line),
     )
+    .await
+    .map_err(|_| anyhow::anyhow!("the floor server did not say where it listens"))??;
+    let addr: SocketAddr = line.trim().parse()?;
+    Ok((child, pid, addr, stdin))
 }
 
 /// What the watchers saw, frame by frame; times in ns since `t0`.
@@ -763,13 +720,6 @@ fn version_of(frame: &str) -> Option<i64> {
     digits[..end].parse().ok()
 }
 
-/// 4 KiB read buffers on both ends (the clients', so 10,000 of them stay cheap).
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(16 * 1024)
-}
-
 /// Opens the lot through its ordered subject with a bidder running here, then stops the bidder.
 async fn open_lot(
     conn: &Conn,
@@ -833,76 +783,20 @@ fn encode_bid(event: EventId, lot: LotId, n: u64, ends_at: i64) -> Utf8Bytes {
     )
 }
 
-// ----- /proc -----
-
-/// VmRSS of `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
-}
-
-/// User + system CPU of `pid` so far, in ms (clock ticks of 10 ms).
-fn cpu_ms(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = &stat[stat.rfind(')').map(|i| i + 1).unwrap_or(0)..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // After the command: state is 0, utime 11, stime 12.
-    Ok((ticks(11) + ticks(12)) as f64 * 1000.0 / clock_ticks() as f64)
-}
-
-fn clock_ticks() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100)
-    })
-}
-
-fn loadavg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0)
-}
-
-/// Raises this process's soft limit of open files to its hard limit (children inherit it) and
-/// returns the limit. `unsafe` (so `setrlimit`) is forbidden here: `prlimit(1)` does it.
-fn raise_nofile() -> u64 {
-    let read = || -> Option<(u64, u64)> {
-        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-        let mut f = line["Max open files".len()..].split_whitespace();
-        let soft = f.next()?.parse().unwrap_or(u64::MAX);
-        let hard = f.next()?.parse().unwrap_or(u64::MAX);
-        Some((soft, hard))
-    };
-    let Some((soft, hard)) = read() else {
-        return 1024;
-    };
-    if soft < hard && hard != u64::MAX {
-        let raised = std::process::Command::new("prlimit")
-            .arg(format!("--pid={}", std::process::id()))
-            .arg(format!("--nofile={hard}:{hard}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !raised {
-            tracing::warn!(soft, hard, "could not raise the open-file limit");
-        }
-    }
-    read().map(|(soft, _)| soft).unwrap_or(soft)
+/// The floor's tick `n`: a `timer_update` whose `server_time` is `n` (the bench's name for it).
+fn encode_tick(lot: LotId, n: i64, ends_at: i64) -> Utf8Bytes {
+    Utf8Bytes::from(
+        serde_json::to_string(&ServerFrame::TimerUpdate(schemas::frames::TimerUpdate {
+            lot_id: lot,
+            lane: 1,
+            state: schemas::LotState::Open,
+            ends_at,
+            remaining_ms: (ends_at - n).max(0),
+            server_time: n,
+            version: BASE_VERSION,
+        }))
+        .expect("frames serialise"),
+    )
 }
 
 // ----- the floor -----
@@ -948,6 +842,11 @@ pub async fn floor_server(o: FloorServer) -> anyhow::Result<()> {
                 .and_then(|n| n.trim().parse().ok())
             {
                 let _ = feed.send(encode_bid(event, lot, n, ends_at));
+            } else if let Some(n) = line
+                .strip_prefix("tick ")
+                .and_then(|n| n.trim().parse().ok())
+            {
+                let _ = feed.send(encode_tick(lot, n, ends_at));
             }
         }
     };

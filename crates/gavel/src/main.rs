@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_fanout;
+mod bench_kit;
+mod bench_night;
 mod dev;
 mod seed;
 mod telemetry;
