@@ -274,6 +274,8 @@ async fn night(o: NightBench) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let epoch0_us = now_us();
     let shared = Arc::new(Shared::new(t0));
+    // The setup's password hashes are freed by now; let the allocator give them back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_before = rss_kib(edge_pid)?;
     let stop_clients = CancellationToken::new();
     let gate = Arc::new(Semaphore::new(CONNECTING));
@@ -465,8 +467,12 @@ async fn night(o: NightBench) -> anyhow::Result<()> {
             bidder_stats.merge(s);
         }
     }
+    let mut dropped: BTreeMap<String, usize> = BTreeMap::new();
     for v in &views {
         let v = v.lock().expect("view");
+        if let Some(why) = &v.dropped {
+            *dropped.entry(why.clone()).or_default() += 1;
+        }
         invariants.out_of_order += v.out_of_order;
         invariants
             .out_of_order_examples
@@ -515,6 +521,7 @@ async fn night(o: NightBench) -> anyhow::Result<()> {
         cpu,
         (load_start, load_end),
         invariants,
+        dropped,
     );
     if o.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -940,6 +947,8 @@ struct View {
     closed: HashMap<LotId, (Outcome, Option<i64>)>,
     out_of_order: u64,
     out_of_order_examples: Vec<String>,
+    /// The server closed the socket (a slow client is dropped, PROTOCOL.md): the close code.
+    dropped: Option<String>,
 }
 
 impl View {
@@ -1214,8 +1223,20 @@ async fn client(url: String, role: Role, c: ClientCtx) -> anyhow::Result<BidderS
             msg = ws.next() => {
                 let t = match msg {
                     Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(f))) => {
+                        c.view.lock().expect("view").dropped =
+                            Some(f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default());
+                        break;
+                    }
                     Some(Ok(_)) => continue,
-                    None | Some(Err(_)) => break,
+                    None => {
+                        c.view.lock().expect("view").dropped = Some("closed".into());
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        c.view.lock().expect("view").dropped = Some(e.to_string());
+                        break;
+                    }
                 };
                 let at = c.shared.now();
                 let text = t.as_str();
@@ -1722,6 +1743,11 @@ fn compare(views: &[Arc<Mutex<View>>], truth: &Truth) -> Vec<String> {
     let mut n = 0usize;
     for (i, v) in views.iter().enumerate() {
         let v = v.lock().expect("view");
+        if v.dropped.is_some() {
+            // Its picture stopped when the edge dropped it; a real client reconnects and
+            // gets a snapshot. Counted apart.
+            continue;
+        }
         for (lane, want) in &truth.lanes {
             let got = v.lanes.get(lane).cloned().flatten();
             if &got != want {
@@ -1899,7 +1925,12 @@ struct Report {
     tick_spread_p99_ratio: Option<f64>,
     cpu: CpuReport,
     loadavg_1m: (f64, f64),
+    /// Watchers the edge closed during the run (a slow client is dropped), by close reason.
+    watchers_dropped: BTreeMap<String, usize>,
     goals: Vec<Goal>,
+    /// CPU time per decided bid, by process, in µs: what a bid costs, so what 2 free cores
+    /// would hold.
+    cpu_us_per_decided_bid: BTreeMap<String, f64>,
     /// When a goal is missed: the resource that ran out.
     bottleneck: Option<String>,
     invariants: Invariants,
@@ -1919,6 +1950,7 @@ impl Report {
         cpu: CpuReport,
         loadavg_1m: (f64, f64),
         invariants: Invariants,
+        watchers_dropped: BTreeMap<String, usize>,
     ) -> Report {
         let secs = window.as_secs_f64();
         let rt = bidders
@@ -1996,6 +2028,19 @@ impl Report {
             measured: format!("{n} violation(s)"),
             met: n == 0,
         });
+        let ours: f64 = cpu.by_process.iter().map(|c| c.cores).sum();
+        let cpu_us_per_decided_bid = if per_sec > 0.0 {
+            cpu.by_process
+                .iter()
+                .map(|c| (c.process.clone(), c.cores / per_sec * 1e6))
+                .chain(std::iter::once((
+                    "all of these".to_owned(),
+                    ours / per_sec * 1e6,
+                )))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         let bottleneck = goals.iter().any(|g| !g.met).then(|| cpu.verdict());
         let outcomes_per_sec = bidders
             .outcomes
@@ -2020,9 +2065,11 @@ impl Report {
             cpu,
             loadavg_1m,
             goals,
+            cpu_us_per_decided_bid,
             bottleneck,
             invariant_violations: n,
             invariants,
+            watchers_dropped,
         }
     }
 
@@ -2114,6 +2161,16 @@ impl Report {
             "  edge memory          {:.2} KiB per idle connection",
             g.kib_per_idle_conn
         );
+        if !self.watchers_dropped.is_empty() {
+            println!(
+                "  watchers dropped     {}",
+                self.watchers_dropped
+                    .iter()
+                    .map(|(k, v)| format!("{v} ({k})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         println!(
             "  cpu (cores)          {}, other {:.2}; machine {:.2} of {}",
             self.cpu
@@ -2126,6 +2183,19 @@ impl Report {
             self.cpu.machine_busy_cores,
             self.cpu.cpus
         );
+        if let Some(all) = self.cpu_us_per_decided_bid.get("all of these") {
+            println!(
+                "  cpu per decided bid  {all:.0} µs in all ({}): {} cores would decide about {:.0}/s",
+                self.cpu_us_per_decided_bid
+                    .iter()
+                    .filter(|(k, v)| k.as_str() != "all of these" && **v >= 1.0)
+                    .map(|(k, v)| format!("{k} {v:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.cpu.cpus,
+                self.cpu.cpus as f64 * 1e6 / all
+            );
+        }
         if let Some(f) = &self.floor {
             println!();
             println!(
