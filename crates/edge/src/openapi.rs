@@ -114,7 +114,9 @@ pub struct BidResultDoc {
               (status = 422, description = "rejected (`reason` says why)", body = BidResultDoc),
               (status = 400, description = "unreadable body: `invalid`", body = ErrorDoc),
               (status = 401, body = ErrorDoc),
-              (status = 429, description = "too many bids from this user", body = ErrorDoc)))]
+              (status = 404, description = "the path's id is not a lot id", body = ErrorDoc),
+              (status = 429, description = "too many bids from this user (`rate_limited`)", body = BidResultDoc),
+              (status = 503, description = "the bid was not answered in 10 s (NATS or Postgres down): retry with the same idem", body = ErrorDoc)))]
 #[allow(dead_code)]
 fn place_bid_doc() {}
 
@@ -124,6 +126,7 @@ fn place_bid_doc() {}
     params(("token" = Option<String>, Query, description = "the access token, for browsers that cannot set `Authorization`")),
     security(("bearer" = [])),
     responses((status = 101, description = "switching to the WebSocket protocol"),
+              (status = 400, description = "not a WebSocket upgrade (GET, `Upgrade: websocket`, version 13, a key)", body = ErrorDoc),
               (status = 401, description = "no or a bad token", body = ErrorDoc),
               (status = 403, description = "an `Origin` not in `GAVEL_ALLOWED_ORIGINS`", body = ErrorDoc)))]
 #[allow(dead_code)]

@@ -229,7 +229,7 @@ pub fn parse_bid(obj: &serde_json::Map<String, Value>) -> Result<ClientFrame, Fr
         Some(Value::String(s)) if valid_idem(s) => s.clone(),
         _ => {
             return Err(FrameError::BadFrame(format!(
-                "a bid needs an `idem` string of 1 to {MAX_IDEM_CHARS} characters"
+                "a bid needs an `idem` string of 1 to {MAX_IDEM_CHARS} characters, no control characters"
             )))
         }
     };
@@ -278,10 +278,11 @@ pub fn parse_bid_body(body: &[u8], lot_id: LotId) -> Result<ClientFrame, FrameEr
     parse_bid(&obj)
 }
 
-/// An idempotency key is 1 to 64 characters.
+/// An idempotency key is 1 to 64 characters, none of them a control character (a NUL cannot
+/// be stored in Postgres text, and a key is stored with every decision).
 pub fn valid_idem(s: &str) -> bool {
     let n = s.chars().count();
-    (1..=MAX_IDEM_CHARS).contains(&n)
+    (1..=MAX_IDEM_CHARS).contains(&n) && !s.chars().any(char::is_control)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -378,6 +379,12 @@ mod tests {
         }
         let missing = parse(json!({"type":"bid","lot_id":lot,"idem":"k"}));
         assert!(matches!(missing, Err(FrameError::InvalidBid { .. })));
+        for idem in ["a\u{0}b", "\n", "k\u{7f}"] {
+            assert!(matches!(
+                parse(json!({"type":"bid","lot_id":lot,"amount":1,"idem":idem})),
+                Err(FrameError::BadFrame(_))
+            ));
+        }
         let long_idem = "x".repeat(65);
         assert!(matches!(
             parse(json!({"type":"bid","lot_id":lot,"amount":1,"idem":long_idem})),
