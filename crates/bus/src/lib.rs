@@ -55,7 +55,13 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusErr
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .connect(url.split(',').map(str::trim).collect::<Vec<_>>().join(","))
+        // async-nats parses a string as one address: a comma-separated list must be split here.
+        .connect(
+            url.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect::<Vec<_>>(),
+        )
         .await
         .map_err(nats)?;
     // retry_on_initial_connect returns before the handshake; wait for it so server_info is real.
