@@ -9,6 +9,7 @@
 //! - [`wait_until`] (this file): the one way tests wait, on a condition with a deadline.
 //! - [`nats`]: [`NatsServer`], a private JetStream server that can be killed and restarted on
 //!   the same port and store; [`nats_server_binary`] finds a server new enough (2.10+).
+//! - [`cluster`]: [`NatsCluster`], three clustered JetStream servers, one of which a test kills.
 //! - [`db`]: [`TestDb`], a fresh database per test on the machine's Postgres.
 //! - [`pg`]: [`PgCluster`], a whole private Postgres for tests that stop or crash the database.
 //! - [`NatsOptions`] and [`PgOptions`]: the same servers the way `gavel dev` runs them, with
@@ -18,11 +19,13 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod db;
 pub mod nats;
 pub mod pg;
 mod process;
 
+pub use cluster::NatsCluster;
 pub use db::TestDb;
 pub use nats::{
     nats_server_binary, nats_server_version, parse_nats_version, NatsOptions, NatsServer,

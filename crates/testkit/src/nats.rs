@@ -171,6 +171,8 @@ pub struct NatsServer {
     work_dir: PathBuf,
     /// Wrap the server in `setpriv --pdeathsig TERM` (see [`NatsOptions::kill_with_parent`]).
     kill_with_parent: bool,
+    /// More arguments for the server (a cluster node's `--cluster`, `--routes`, name).
+    extra_args: Vec<String>,
     /// The temporary directory of a test's server, `None` for a kept one
     /// ([`NatsOptions::dir`]). Declared last so it is removed after the child is gone (Drop
     /// kills the child first anyway).
@@ -205,6 +207,14 @@ impl NatsServer {
     /// Starts a server as [`NatsServer::start`] does, with a kept store and the other
     /// [`NatsOptions`].
     pub async fn start_with(options: NatsOptions) -> anyhow::Result<NatsServer> {
+        NatsServer::start_with_args(options, Vec::new()).await
+    }
+
+    /// Starts a server with more command-line arguments (see [`crate::NatsCluster`]).
+    pub(crate) async fn start_with_args(
+        options: NatsOptions,
+        extra_args: Vec<String>,
+    ) -> anyhow::Result<NatsServer> {
         let binary = nats_server_binary()?;
         let (temp, work_dir, store_dir) = match &options.dir {
             Some(dir) => {
@@ -231,6 +241,7 @@ impl NatsServer {
             log_path: work_dir.join("nats.log"),
             work_dir,
             kill_with_parent: options.kill_with_parent,
+            extra_args,
             _temp: temp,
         };
         server.spawn_and_wait(None).await?;
@@ -343,6 +354,7 @@ impl NatsServer {
             .arg(&self.store_dir)
             .arg("--ports_file_dir")
             .arg(&self.work_dir)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -379,6 +391,17 @@ impl NatsServer {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Whether the full `/healthz` answers 200: for a cluster node, JetStream is current with
+    /// the meta leader and every stream and consumer it holds a replica of.
+    pub(crate) async fn healthy(&self) -> bool {
+        self.child.is_some()
+            && self.monitor_port != 0
+            && matches!(
+                http_get_status(self.monitor_port, "/healthz").await,
+                Ok(200)
+            )
     }
 
     /// One readiness check; on success `port` and `monitor_port` are set.
