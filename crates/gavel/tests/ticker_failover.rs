@@ -98,6 +98,24 @@ async fn applied_commands(env: &Env, lot: LotId) -> (i64, i64, i64) {
     .unwrap()
 }
 
+/// How late each close was decided after its lot's deadline, in ms (applied hammers only).
+async fn hammer_lateness(env: &Env) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT decided_at - ends_at FROM lot_commands
+          WHERE kind = 'hammer' AND applied ORDER BY 1",
+    )
+    .fetch_all(env.pool())
+    .await
+    .unwrap()
+}
+
+/// The audit of the whole database finds nothing: each lot closed once and never changed after,
+/// settlements and lot states as their bids say.
+async fn assert_audit_clean(env: &Env) {
+    let violations = store::audit::check(env.pool(), None).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:#?}");
+}
+
 /// Every `LotOpened` and `LotClosed` stored for the event, by lot, once all `expected` lots
 /// closed have been announced (the event may close before the last close is announced: the
 /// bidder commits, then announces).
@@ -249,10 +267,19 @@ async fn killing_the_leading_ticker_hands_over_to_the_standby() {
         assert_eq!(env.lot(*lot).await.outcome, Some(Outcome::Unsold), "{lot}");
     }
     assert!(settlements(&env).await.is_empty(), "nothing sold");
+    assert_audit_clean(&env).await;
+    // The lot on the block when the leader died waits for the standby (the lease, then its
+    // first poll); the others close on time.
+    let late = hammer_lateness(&env).await;
+    assert_eq!(late.len(), 6, "{late:?}");
+    assert!(
+        *late.last().unwrap() <= LEASE_MS as i64 + 2_000,
+        "hammer lateness {late:?} ms"
+    );
 
     drop(standby);
     eprintln!(
-        "handover {} ms after the kill; test {} ms",
+        "handover {} ms after the kill; hammer lateness {late:?} ms; test {} ms",
         handover.as_millis(),
         started.elapsed().as_millis()
     );
@@ -354,10 +381,18 @@ async fn two_tickers_that_both_lead_do_no_harm() {
         "exactly one settlement, the winner's"
     );
     let stale_hammers = applied_commands(&env, first).await.2 - 1;
+    assert_audit_clean(&env).await;
+    let late = hammer_lateness(&env).await;
+    assert_eq!(late.len(), 6, "{late:?}");
+    assert!(
+        *late.last().unwrap() <= 1_000,
+        "two leaders still close on time: lateness {late:?} ms"
+    );
 
     drop((a, b));
     eprintln!(
-        "{} bids accepted, {} refused after the hammer, {stale_hammers} stale hammers; test {} ms",
+        "{} bids accepted, {} refused after the hammer, {stale_hammers} stale hammers; \
+         hammer lateness {late:?} ms; test {} ms",
         accepted.len(),
         refused.len(),
         started.elapsed().as_millis()
