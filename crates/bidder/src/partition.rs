@@ -585,22 +585,19 @@ impl Pipeline {
     ) -> (mpsc::Sender<Committed>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Committed>(2);
         let (sent_tx, mut sent_rx) =
-            mpsc::channel::<(Vec<jetstream::context::PublishAckFuture>, Committed)>(4);
+            mpsc::channel::<(Option<Vec<jetstream::context::PublishAckFuture>>, Committed)>(4);
         let p = partition.get();
         let sender_js = js.clone();
         let sender = tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
-                let mut acks = Vec::with_capacity(c.outgoing.len());
-                for m in &c.outgoing {
-                    match m.send(&sender_js).await {
-                        Ok(a) => acks.push(a),
-                        Err(e) => {
-                            // The confirm stage republishes the whole batch.
-                            tracing::warn!(partition = p, error = %e, "announcement not sent");
-                            break;
-                        }
+                let acks = match bus::send_batch(&sender_js, &c.outgoing).await {
+                    Ok(acks) => Some(acks),
+                    Err(e) => {
+                        // The confirm stage republishes the whole batch.
+                        tracing::warn!(partition = p, error = %e, "announcements not sent");
+                        None
                     }
-                }
+                };
                 if sent_tx.send((acks, c)).await.is_err() {
                     return;
                 }
@@ -608,12 +605,16 @@ impl Pipeline {
         });
         let confirmer = tokio::spawn(async move {
             while let Some((acks, c)) = sent_rx.recv().await {
-                let n = acks.len();
-                let results = futures::future::join_all(
-                    acks.into_iter().map(std::future::IntoFuture::into_future),
-                )
-                .await;
-                if n < c.outgoing.len() || results.iter().any(|r| r.is_err()) {
+                let confirmed = match acks {
+                    Some(acks) => futures::future::join_all(
+                        acks.into_iter().map(std::future::IntoFuture::into_future),
+                    )
+                    .await
+                    .iter()
+                    .all(|r| r.is_ok()),
+                    None => false,
+                };
+                if !confirmed {
                     let mut delay = Duration::from_millis(50);
                     while let Err(e) = bus::publish_all(&js, &c.outgoing).await {
                         tracing::warn!(partition = p, error = %e, "announcements not confirmed, retrying");

@@ -153,7 +153,7 @@ pub async fn lot_bids(
     let rows = sqlx::query_as::<_, (i64, Uuid, i64)>(
         "SELECT amount, user_id, decided_at FROM bids
           WHERE lot_id = $1 AND status = 'accepted'
-          ORDER BY id DESC LIMIT $2",
+          ORDER BY stream_seq DESC LIMIT $2",
     )
     .bind(lot.0)
     .bind(limit)
