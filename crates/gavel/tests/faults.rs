@@ -695,3 +695,305 @@ async fn postgres_stopped_for_five_seconds_mid_burst() {
     );
     verify(&rig.pool, &lots, &log).await;
 }
+
+const SECRET: &str = "the fault tests' secret, thirty-two bytes or more";
+
+/// `gavel edge` as a child process on a port of its own; returns it once `/readyz` is 200.
+async fn edge_process(rig: &Rig) -> (Service, std::net::SocketAddr) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gavel"))
+        .arg("edge")
+        .env("NATS_URL", &rig.nats_url)
+        .env("DATABASE_URL", &rig.db_url)
+        .env("GAVEL_PARTITIONS", PARTITIONS.to_string())
+        .env("GAVEL_HTTP_ADDR", addr.to_string())
+        .env("GAVEL_JWT_SECRET", SECRET)
+        .env("GAVEL_BID_RATE", "0")
+        .env("GAVEL_AUTH_RATE", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("gavel edge starts");
+    let service = Service(Some(child));
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), "the edge is ready", || async {
+        http.get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await
+    .unwrap();
+    (service, addr)
+}
+
+/// What one WebSocket client believes of each lot: (version, high).
+type View = Arc<Mutex<HashMap<LotId, (i64, Option<i64>)>>>;
+
+/// A buyer on a WebSocket: subscribed to the event, bidding one bid at a time while `bidding`
+/// is not cancelled, watching until `done`. When its socket dies it reconnects to the next edge,
+/// subscribes again (a fresh snapshot) and asks its unanswered bid again with the same idem.
+struct WsClient {
+    user: UserId,
+    token: String,
+    edges: Vec<std::net::SocketAddr>,
+    first_edge: usize,
+    event: schemas::EventId,
+    lots: Vec<LotId>,
+    view: View,
+    log: Arc<Mutex<Log>>,
+    /// How long each reconnection took: socket lost → snapshot from another edge.
+    reconnects: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl WsClient {
+    async fn run(self, bidding: CancellationToken, done: CancellationToken) {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let mut edge = self.first_edge;
+        let mut known: HashMap<LotId, (Option<i64>, i64)> =
+            self.lots.iter().map(|&l| (l, (None, 100_000))).collect();
+        let mut n = 0usize;
+        // The bid being asked: (lot, amount, seen_high, idem, first asked, attempts).
+        let mut asking: Option<(LotId, i64, Option<i64>, String, Instant, u32)> = None;
+        let mut lost: Option<Instant> = None;
+        'connect: while !done.is_cancelled() {
+            let url = format!("ws://{}/ws?token={}", self.edges[edge], self.token);
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
+                edge = (edge + 1) % self.edges.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let subscribe = serde_json::json!({"type": "subscribe", "event_id": self.event});
+            if ws.send(Message::text(subscribe.to_string())).await.is_err() {
+                continue;
+            }
+            // Whether the current ask went out on this socket.
+            let mut sent = false;
+            loop {
+                if asking.is_none() && !bidding.is_cancelled() {
+                    let lot = self.lots[(self.first_edge + n) % self.lots.len()];
+                    let (high, min_next) = known[&lot];
+                    asking = Some((lot, min_next, high, format!("w{n}"), Instant::now(), 0));
+                    n += 1;
+                }
+                if let Some((lot, amount, seen_high, idem, asked, attempts)) = &mut asking {
+                    assert!(
+                        asked.elapsed() < STUCK,
+                        "client stuck: {} idem {idem} unanswered",
+                        self.user
+                    );
+                    if !sent {
+                        let bid = serde_json::json!({"type": "bid", "lot_id": lot,
+                            "amount": amount, "seen_high": seen_high, "idem": idem});
+                        if ws.send(Message::text(bid.to_string())).await.is_err() {
+                            break;
+                        }
+                        *attempts += 1;
+                        sent = true;
+                    }
+                }
+                let frame = tokio::select! {
+                    _ = done.cancelled() => break 'connect,
+                    f = tokio::time::timeout(Duration::from_secs(12), ws.next()) => f,
+                };
+                let text = match frame {
+                    // No answer in 12 s: ask again, same idem.
+                    Err(_) => {
+                        sent = false;
+                        continue;
+                    }
+                    Ok(Some(Ok(Message::Text(t)))) => t,
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(Some(Err(_)) | None) => break,
+                };
+                let f: serde_json::Value = serde_json::from_str(&text).unwrap();
+                match f["type"].as_str().unwrap_or_default() {
+                    "snapshot" => {
+                        if let Some(at) = lost.take() {
+                            self.reconnects.lock().unwrap().push(at.elapsed());
+                        }
+                        let mut view = self.view.lock().unwrap();
+                        for lane in f["lanes"].as_array().unwrap() {
+                            let l = &lane["lot"];
+                            if l.is_null() {
+                                continue;
+                            }
+                            let id: LotId = serde_json::from_value(l["lot_id"].clone()).unwrap();
+                            let version = l["version"].as_i64().unwrap();
+                            let entry = view.entry(id).or_insert((-1, None));
+                            if version >= entry.0 {
+                                *entry = (version, l["high"].as_i64());
+                            }
+                        }
+                    }
+                    "new_bid" => {
+                        let id: LotId = serde_json::from_value(f["lot_id"].clone()).unwrap();
+                        let version = f["version"].as_i64().unwrap();
+                        let mut view = self.view.lock().unwrap();
+                        let entry = view.entry(id).or_insert((-1, None));
+                        if version > entry.0 {
+                            *entry = (version, f["amount"].as_i64());
+                        }
+                    }
+                    "bid_result" => {
+                        let r: BidResult = serde_json::from_value(f).unwrap();
+                        let Some((lot, amount, _, idem, asked, attempts)) = asking.clone() else {
+                            continue;
+                        };
+                        if r.idem != idem {
+                            continue;
+                        }
+                        if let (Some(h), Some(m)) = (r.high, r.min_next) {
+                            known.insert(lot, (Some(h), m));
+                        }
+                        self.log.lock().unwrap().heard.push(Heard {
+                            user: self.user,
+                            idem,
+                            amount,
+                            result: r,
+                            asked,
+                            answered: Instant::now(),
+                            attempts,
+                        });
+                        asking = None;
+                        sent = false;
+                    }
+                    // The edge could not get an answer in time: ask again, same idem.
+                    "error" if f["code"] == "unavailable" => sent = false,
+                    _ => {}
+                }
+            }
+            // The socket died: the next edge, a fresh snapshot, the same bid again.
+            lost.get_or_insert_with(Instant::now);
+            edge = (edge + 1) % self.edges.len();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_killed_its_clients_reconnect_to_the_other_and_converge() {
+    let nats = NatsServer::start().await.unwrap();
+    let db = TestDb::new().await.unwrap();
+    let rig = Rig::new(nats.url(), &db, 1).await;
+    let (users, lots) = rig.sale(USERS, LOTS).await;
+    let event = store::bidding::load_lots(&rig.pool, &lots[..1])
+        .await
+        .unwrap()[0]
+        .event_id;
+    let _bidder = rig.bidder();
+    rig.wait_open(&lots).await;
+    let (mut edge_a, a) = edge_process(&rig).await;
+    let (_edge_b, b) = edge_process(&rig).await;
+
+    let tokens =
+        edge::auth::Tokens::new(&edge::auth::Secret::new(SECRET), Duration::from_secs(3600));
+    let bidding = CancellationToken::new();
+    let done = CancellationToken::new();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let reconnects = Arc::new(Mutex::new(Vec::new()));
+    let mut views = Vec::new();
+    let mut tasks = Vec::new();
+    // Buyers plus as many watchers (who never bid), half of each on either edge.
+    for (i, user) in users.iter().chain(users.iter()).enumerate() {
+        let view = View::default();
+        views.push(view.clone());
+        let c = WsClient {
+            user: *user,
+            token: tokens.issue(*user, edge::auth::Role::Buyer).unwrap().0,
+            edges: vec![a, b],
+            first_edge: i % 2,
+            event,
+            lots: lots.clone(),
+            view,
+            log: log.clone(),
+            reconnects: reconnects.clone(),
+        };
+        let bidding = if i < users.len() {
+            bidding.clone()
+        } else {
+            let watching = CancellationToken::new();
+            watching.cancel();
+            watching
+        };
+        tasks.push(tokio::spawn(c.run(bidding, done.clone())));
+    }
+    let started = Instant::now();
+    let answered = || log.lock().unwrap().heard.len();
+    wait_until(
+        Duration::from_secs(60),
+        "200 bids before the kill",
+        || async { answered() >= 200 },
+    )
+    .await
+    .unwrap();
+    let fault = Instant::now();
+    edge_a.kill();
+    let at_kill = answered();
+    wait_until(
+        Duration::from_secs(60),
+        "200 bids after the kill",
+        || async { answered() >= at_kill + 200 },
+    )
+    .await
+    .unwrap();
+    bidding.cancel();
+    // Every buyer's last bid answered, then every client converges on the database.
+    wait_until(Duration::from_secs(60), "the buyers are idle", || async {
+        let n = answered();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        n == answered()
+    })
+    .await
+    .unwrap();
+    let truth: HashMap<LotId, (i64, Option<i64>)> = store::bidding::load_lots(&rig.pool, &lots)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.id, (l.version, l.high)))
+        .collect();
+    let converged = wait_until(
+        Duration::from_secs(15),
+        "every client equals the DB",
+        || async {
+            views.iter().all(|v| {
+                let v = v.lock().unwrap();
+                lots.iter().all(|l| v.get(l) == truth.get(l))
+            })
+        },
+    )
+    .await;
+    let converge_ms = fault.elapsed().as_millis();
+    done.cancel();
+    for t in tasks {
+        t.await.expect("a client panicked (stuck?)");
+    }
+    if let Err(e) = converged {
+        let seen: Vec<_> = views.iter().map(|v| v.lock().unwrap().clone()).collect();
+        panic!("{e}: the DB says {truth:?}, the clients {seen:#?}");
+    }
+    let log = Arc::try_unwrap(log).ok().unwrap().into_inner().unwrap();
+    let reconnects = reconnects.lock().unwrap().clone();
+    eprintln!(
+        "{}; {} sockets reconnected to the other edge (slowest {} ms); all {} clients converged \
+         on the DB within {converge_ms} ms of the kill",
+        figures("edge kill -9", &log, started, fault, fault),
+        reconnects.len(),
+        reconnects
+            .iter()
+            .max()
+            .unwrap_or(&Duration::ZERO)
+            .as_millis(),
+        views.len(),
+    );
+    assert_eq!(
+        reconnects.len(),
+        users.len(),
+        "the killed edge's clients (half of them) reconnected"
+    );
+    verify(&rig.pool, &lots, &log).await;
+}
