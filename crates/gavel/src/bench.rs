@@ -85,6 +85,11 @@ pub struct BidderBench {
     /// Open-loop rate in bids/s; unset: as fast as JetStream takes them.
     #[arg(long)]
     rate: Option<u64>,
+    /// Confirm every Nth bid: N-1 bids go as core publishes and the Nth as a JetStream publish
+    /// whose ack confirms them all (the stream stores one connection's messages in order), as
+    /// an importer or a batching edge would; 1 = every bid acked, as the edge does today.
+    #[arg(long, default_value_t = 1)]
+    ack_every: usize,
     /// Let a bidder running elsewhere decide (do not start one here).
     #[arg(long)]
     external_bidder: bool,
@@ -249,7 +254,10 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         }
         failed
     });
+    let cpu_probe = CpuProbe::start(&pool, _servers.as_ref().and_then(|(n, _)| n.pid())).await;
     let contenders = o.contenders.max(1);
+    let ack_every = o.ack_every.max(1);
+    let core = js.client();
     let mut chains: Vec<(Option<i64>, usize)> = vec![(None, 0); lots.len()];
     let pub_start = Instant::now();
     for i in 0..o.bids {
@@ -275,15 +283,17 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
             idem: idem.clone(),
             sent_at: schemas::now_ms(),
         });
-        let f = bus::Outgoing::new(
+        let out = bus::Outgoing::new(
             subj::bids(lots[li], partitions),
             &bid,
             Some(format!("{user}:{idem}")),
             TraceParent::new_root(),
-        )
-        .send(&js)
-        .await?;
-        ack_tx.send(f).await?;
+        );
+        if (i + 1) % ack_every == 0 || i + 1 == o.bids {
+            ack_tx.send(out.send(&js).await?).await?;
+        } else {
+            out.send_core(&core).await?;
+        }
     }
     drop(ack_tx);
     let publish_secs = pub_start.elapsed().as_secs_f64();
@@ -296,6 +306,7 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         _ => Instant::now(),
     };
     let secs = (last - pub_start).as_secs_f64();
+    let cpu_us_per_bid = cpu_probe.per_bid_us(&pool, got).await;
     shutdown.cancel();
     if let Some(t) = bidder_task {
         t.await??;
@@ -318,6 +329,8 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         "outcomes": outcomes,
         "latency_ms": { "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "max": h.max() as f64 / 1000.0 },
         "batch_max": o.bidder.batch_max,
+        "ack_every": ack_every,
+        "cpu_us_per_bid": cpu_us_per_bid,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     });
     if o.json {
@@ -352,6 +365,14 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
             ms(0.99),
             h.max() as f64 / 1000.0
         );
+        println!(
+            "  CPU per bid        {}",
+            cpu_us_per_bid
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.1} us"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         if failed > 0 {
             println!("  publish failures   {failed}");
         }
@@ -362,6 +383,45 @@ async fn bench_bidder(o: BidderBench) -> anyhow::Result<()> {
         o.bids
     );
     Ok(())
+}
+
+/// CPU time of the processes doing the work (this one: the bench client and the bidder; the
+/// private nats-server; the database's Postgres backends), so a run on a busy machine still
+/// says what a bid costs. Postgres must be on this machine for its part to count.
+struct CpuProbe {
+    nats: Option<u32>,
+    start: BTreeMap<(&'static str, u32), f64>,
+}
+
+impl CpuProbe {
+    async fn sample(&self, pool: &store::PgPool) -> BTreeMap<(&'static str, u32), f64> {
+        let mut pids = vec![("gavel", std::process::id())];
+        pids.extend(self.nats.map(|p| ("nats-server", p)));
+        let backends = store::health::backend_pids(pool).await.unwrap_or_default();
+        pids.extend(backends.into_iter().map(|p| ("postgres", p)));
+        pids.into_iter()
+            .filter_map(|k| Some((k, crate::bench_kit::cpu_ms(k.1).ok()?)))
+            .collect()
+    }
+
+    async fn start(pool: &store::PgPool, nats: Option<u32>) -> Self {
+        let mut probe = CpuProbe {
+            nats,
+            start: BTreeMap::new(),
+        };
+        probe.start = probe.sample(pool).await;
+        probe
+    }
+
+    /// Microseconds of CPU per decided bid since `start`, per process kind.
+    async fn per_bid_us(&self, pool: &store::PgPool, bids: u64) -> BTreeMap<&'static str, f64> {
+        let mut out = BTreeMap::new();
+        for ((kind, pid), ms) in self.sample(pool).await {
+            let before = self.start.get(&(kind, pid)).copied().unwrap_or(0.0);
+            *out.entry(kind).or_insert(0.0) += (ms - before) * 1000.0 / bids.max(1) as f64;
+        }
+        out
+    }
 }
 
 /// Verified bidders, and `n` scheduled lots in one event (lane 1), each on its own vehicle.
