@@ -1,7 +1,7 @@
 //! Fault injection with bids flowing: a bidder killed with SIGKILL, nats-server killed and
 //! restarted on its store, one node of a three-node JetStream cluster killed and brought back,
-//! Postgres stopped for 5 s. The services are real `gavel` child processes; the servers are
-//! testkit's private ones.
+//! Postgres stopped (and crashed) for 5 s, one of two edges killed under WebSocket clients. The
+//! services are real `gavel` child processes; the servers are testkit's private ones.
 //!
 //! Each test runs a loader: verified buyers bidding on open lots the way the edge does (a
 //! `Nats-Msg-Id` of user and idem, the answer awaited on `user.<id>.result`, the recorded
@@ -655,6 +655,19 @@ async fn one_node_of_a_three_node_cluster_killed_mid_burst_and_brought_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_for_five_seconds_mid_burst() {
+    postgres_away(false, "postgres stopped 5 s").await;
+}
+
+/// Postgres crashed (SIGKILL to the postmaster and every backend) mid-burst: the bidder's
+/// in-flight transaction is lost with it, crash recovery replays the WAL, and the bidder carries
+/// on from what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crashed_mid_burst() {
+    postgres_away(true, "postgres kill -9, down 5 s").await;
+}
+
+/// Takes Postgres away for 5 s mid-burst, cleanly (`stop`) or as a crash (`kill`).
+async fn postgres_away(crash: bool, name: &str) {
     let nats = NatsServer::start().await.unwrap();
     let mut pg = PgCluster::start().await.unwrap();
     let db = TestDb::new_on(&pg.admin_url()).await.unwrap();
@@ -666,7 +679,11 @@ async fn postgres_stopped_for_five_seconds_mid_burst() {
     loader.wait_answers(300, "300 bids before the stop").await;
 
     let fault = Instant::now();
-    pg.stop().await.unwrap();
+    if crash {
+        pg.kill();
+    } else {
+        pg.stop().await.unwrap();
+    }
     let answered_at_stop = loader.log.lock().unwrap().heard.len();
     // A batch committed just before the stop may still be acked; after that, nothing is.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -681,7 +698,7 @@ async fn postgres_stopped_for_five_seconds_mid_burst() {
     let log = loader.finish().await;
     eprintln!(
         "{} ({answered_while_down} answered while Postgres was down)",
-        figures("postgres stopped 5 s", &log, started, fault, restarted)
+        figures(name, &log, started, fault, restarted)
     );
     assert_eq!(
         acked_early, acked_late,
