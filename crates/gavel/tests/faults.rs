@@ -193,15 +193,29 @@ impl Rig {
         sum
     }
 
-    /// Waits until every lot is open (the bidder runs).
+    /// Waits until every lot is open (the bidder runs); on a timeout, says what the bidder's
+    /// consumers hold.
     async fn wait_open(&self, lots: &[LotId]) {
-        wait_until(Duration::from_secs(30), "the lots are open", || async {
+        let opened = wait_until(Duration::from_secs(30), "the lots are open", || async {
             store::bidding::count_in_state(&self.pool, lots, schemas::LotState::Open)
                 .await
                 .is_ok_and(|n| n == lots.len() as i64)
         })
-        .await
-        .unwrap();
+        .await;
+        if let Err(e) = opened {
+            let mut consumers = Vec::new();
+            if let Ok(bids) = self.js.get_stream("BIDS").await {
+                for p in 0..PARTITIONS {
+                    let info = bids.consumer_info(format!("bidder-p{p}")).await;
+                    consumers.push(format!(
+                        "bidder-p{p}: {:?}",
+                        info.map(|i| (i.num_pending, i.num_ack_pending, i.ack_floor))
+                    ));
+                }
+            }
+            let states = store::bidding::load_lots(&self.pool, lots).await;
+            panic!("{e}: lots {states:?}; consumers {consumers:#?}");
+        }
     }
 }
 
