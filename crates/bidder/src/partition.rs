@@ -159,7 +159,7 @@ impl Worker {
         self.applied_seq = lease.applied_seq;
         self.announced = Arc::new(AtomicI64::new(lease.announced_seq));
         self.announced_in_db = lease.announced_seq;
-        let consumer = match self.consumer_from(lease.announced_seq + 1).await {
+        let (consumer, replicas) = match self.consumer_from(lease.announced_seq + 1).await {
             Ok(c) => c,
             Err(e) => return Stop::Failed(e),
         };
@@ -179,6 +179,8 @@ impl Worker {
             self.partition,
             self.config.crash_at,
             self.announced.clone(),
+            // Replicated streams (a cluster): an ack per announcement (see bus::send_batch).
+            replicas > 1,
         );
         let stop = self
             .serve_batches(&lease, &mut messages, &out, shutdown)
@@ -240,9 +242,11 @@ impl Worker {
     }
 
     /// Deletes and recreates `bidder-p<N>` so delivery restarts exactly after what was
-    /// announced, whatever the previous owner left pending.
-    async fn consumer_from(&self, start: i64) -> anyhow::Result<consumer::PullConsumer> {
-        let stream = self.js.get_stream(subj::STREAM_BIDS).await?;
+    /// announced, whatever the previous owner left pending. Also returns the replicas of
+    /// `BIDS` (the streams the bidder announces on are made alike).
+    async fn consumer_from(&self, start: i64) -> anyhow::Result<(consumer::PullConsumer, usize)> {
+        let mut stream = self.js.get_stream(subj::STREAM_BIDS).await?;
+        let replicas = stream.info().await?.config.num_replicas;
         let name = format!("bidder-p{}", self.partition);
         if let Err(e) = stream.delete_consumer(&name).await {
             tracing::debug!(consumer = %name, error = %e, "no consumer to delete");
@@ -261,7 +265,7 @@ impl Worker {
                 ..Default::default()
             })
             .await?;
-        Ok(consumer)
+        Ok((consumer, replicas))
     }
 
     async fn renew(&mut self, lease: &Lease) -> Result<(), Stop> {
@@ -582,16 +586,16 @@ impl Pipeline {
         partition: Partition,
         crash_at: Option<crate::CrashAt>,
         announced: Arc<AtomicI64>,
+        ack_each: bool,
     ) -> (mpsc::Sender<Committed>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Committed>(2);
-        let (sent_tx, mut sent_rx) =
-            mpsc::channel::<(Option<Vec<jetstream::context::PublishAckFuture>>, Committed)>(4);
+        let (sent_tx, mut sent_rx) = mpsc::channel::<(Option<bus::SentBatch>, Committed)>(4);
         let p = partition.get();
         let sender_js = js.clone();
         let sender = tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
-                let acks = match bus::send_batch(&sender_js, &c.outgoing).await {
-                    Ok(acks) => Some(acks),
+                let acks = match bus::send_batch(&sender_js, &c.outgoing, ack_each).await {
+                    Ok(sent) => Some(sent),
                     Err(e) => {
                         // The confirm stage republishes the whole batch.
                         tracing::warn!(partition = p, error = %e, "announcements not sent");
@@ -606,12 +610,7 @@ impl Pipeline {
         let confirmer = tokio::spawn(async move {
             while let Some((acks, c)) = sent_rx.recv().await {
                 let confirmed = match acks {
-                    Some(acks) => futures::future::join_all(
-                        acks.into_iter().map(std::future::IntoFuture::into_future),
-                    )
-                    .await
-                    .iter()
-                    .all(|r| r.is_ok()),
+                    Some(sent) => sent.confirmed().await,
                     None => false,
                 };
                 if !confirmed {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use schemas::nats::{headers, NatsMessage};
 use schemas::subjects as subj;
 use schemas::trace::TraceParent;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Failures talking to NATS, as callers act on them.
@@ -241,17 +242,45 @@ impl Outgoing {
     }
 }
 
-/// Publishes `msgs` in order and returns the acks that confirm them: one per stream, not one
-/// per message. The last message bound for each stream goes as a JetStream publish, the others
-/// as core publishes on the same connection before it. A stream takes what one connection sends
-/// in order, so the ack of a stream's last message means every earlier one was processed: a
-/// batch of thousands of announcements costs the server three acks instead of thousands.
-/// A message dropped as a duplicate of its `Nats-Msg-Id` is what a replay wants; if an ack
-/// fails, the caller republishes the whole batch with [`publish_all`].
+/// A batch on its way to JetStream: the acks that confirm it, and the connection it went on.
+pub struct SentBatch {
+    acks: Vec<jetstream::context::PublishAckFuture>,
+    client: async_nats::Client,
+    connects: u64,
+}
+
+impl SentBatch {
+    /// Whether every message of the batch is stored: each ack arrived, and the connection did
+    /// not drop in between (a core publish still in the client's buffer at a disconnect is
+    /// gone, while an acked one after it may be stored on reconnect).
+    pub async fn confirmed(self) -> bool {
+        let acks = futures::future::join_all(
+            self.acks
+                .into_iter()
+                .map(std::future::IntoFuture::into_future),
+        )
+        .await;
+        acks.iter().all(|r| r.is_ok())
+            && self.client.statistics().connects.load(Ordering::Relaxed) == self.connects
+    }
+}
+
+/// Publishes `msgs` in order and returns what confirms them.
+///
+/// With `ack_each` false (streams of one replica), one JetStream ack per stream, not per
+/// message: the last message bound for each stream goes as a JetStream publish, the others as
+/// core publishes on the same connection before it. A stream takes what one connection sends in
+/// order, so the ack of its last message means every earlier one was processed, and a batch of
+/// thousands of announcements costs the server three acks instead of thousands. A replicated
+/// stream can change leader between two messages and drop a core publish sent to the old one
+/// while the next lands on the new: there, `ack_each` asks for an ack per message.
+/// A message dropped as a duplicate of its `Nats-Msg-Id` is what a replay wants; if the batch
+/// is not confirmed, the caller republishes it all with [`publish_all`].
 pub async fn send_batch(
     js: &jetstream::Context,
     msgs: &[Outgoing],
-) -> Result<Vec<jetstream::context::PublishAckFuture>, BusError> {
+    ack_each: bool,
+) -> Result<SentBatch, BusError> {
     let family = |m: &Outgoing| m.subject.split('.').next().unwrap_or_default().to_owned();
     let mut last: Vec<(String, usize)> = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
@@ -262,15 +291,20 @@ pub async fn send_batch(
         }
     }
     let client = js.client();
-    let mut acks = Vec::with_capacity(last.len());
+    let connects = client.statistics().connects.load(Ordering::Relaxed);
+    let mut acks = Vec::with_capacity(if ack_each { msgs.len() } else { last.len() });
     for (i, m) in msgs.iter().enumerate() {
-        if last.iter().any(|&(_, j)| j == i) {
+        if ack_each || last.iter().any(|&(_, j)| j == i) {
             acks.push(m.send(js).await?);
         } else {
             m.send_core(&client).await?;
         }
     }
-    Ok(acks)
+    Ok(SentBatch {
+        acks,
+        client,
+        connects,
+    })
 }
 
 /// Publishes every message in order and waits until JetStream has stored all of them.
