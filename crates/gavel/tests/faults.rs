@@ -667,6 +667,49 @@ async fn one_node_of_a_three_node_cluster_killed_mid_burst_and_brought_back() {
     verify(&rig.pool, &lots, &log).await;
 }
 
+/// Two of three nodes killed: JetStream has no quorum, so no bid can be stored (clients' publishes
+/// fail and they keep asking); both brought back, everything carries on.
+///
+/// Fails about one run in four: every answer heard is still the recorded decision and nothing is
+/// decided twice, but the 2–3 clients whose bid was being published at the kill are stuck (no
+/// answer in 45 s, while the other clients' next 300 bids are answered). Not yet explained; the
+/// suspicion is a publish the dying leader had proposed but not committed whose `Nats-Msg-Id`
+/// survives in the dedupe state without the message, so every retry with the same idem is a
+/// `duplicate` that no bidder ever decides (until the 2-minute window ends).
+#[ignore = "about 1 run in 4: clients whose bid was in flight when quorum was lost get no answer \
+            for 45 s+ after the cluster is back (see docs/reliability/faults.md)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_of_a_three_node_cluster_killed_no_quorum_then_back() {
+    let mut cluster = NatsCluster::start().await.unwrap();
+    let db = TestDb::new().await.unwrap();
+    let rig = Rig::new(cluster.urls(), &db, 3).await;
+    let (users, lots) = rig.sale(USERS, LOTS).await;
+    let _bidder = rig.bidder();
+    rig.wait_open(&lots).await;
+    let loader = Loader::start(&rig, &users, &lots, PACE);
+    loader.wait_answers(300, "300 bids before the kill").await;
+
+    let fault = Instant::now();
+    cluster.kill(0);
+    cluster.kill(1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart_only(0).await.unwrap();
+    cluster.restart_only(1).await.unwrap();
+    cluster.wait_healthy().await.unwrap();
+    let back = Instant::now();
+    loader
+        .wait_answers(300, "300 bids after quorum is back")
+        .await;
+    let started = loader.started;
+    let log = loader.finish().await;
+    eprintln!(
+        "{} (healthy again {:.1} s after the restart began)",
+        figures("cluster 2 of 3 nodes kill -9", &log, started, fault, back),
+        (back - fault).as_secs_f64() - 3.0,
+    );
+    verify(&rig.pool, &lots, &log).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_for_five_seconds_mid_burst() {
     postgres_away(false, "postgres stopped 5 s").await;

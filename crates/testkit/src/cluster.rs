@@ -77,6 +77,12 @@ impl NatsCluster {
         self.wait_healthy().await
     }
 
+    /// Starts node `i` again on its ports with its store, waiting only until it serves clients
+    /// (not until the cluster is healthy: with two nodes down, one alone cannot catch up).
+    pub async fn restart_only(&mut self, i: usize) -> anyhow::Result<()> {
+        self.nodes[i].restart().await
+    }
+
     /// Waits until every running node's full `/healthz` answers 200.
     pub async fn wait_healthy(&self) -> anyhow::Result<()> {
         let started = Instant::now();
