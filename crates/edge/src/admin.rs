@@ -51,12 +51,15 @@ pub struct VendorOut {
 pub struct VehicleBody {
     pub vendor_id: uuid::Uuid,
     /// 1 to 17 characters, unique.
+    #[schema(min_length = 1, max_length = 17)]
     pub vin: String,
+    #[schema(minimum = 1886, maximum = 2100)]
     pub year: i32,
     pub make: String,
     pub model: String,
     #[serde(default)]
     pub trim: String,
+    #[schema(minimum = 0)]
     pub mileage: i32,
     /// Photo URLs.
     #[serde(default)]
@@ -86,12 +89,15 @@ pub struct EventBody {
     /// When the ticker starts it (ms since the epoch).
     pub starts_at: i64,
     /// 1 to 64.
+    #[schema(minimum = 1, maximum = 64)]
     pub lanes: i32,
     /// Seconds on the clock when a lot opens (1 to 3600, default 30).
     #[serde(default = "thirty")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub lot_seconds: i32,
     /// Seconds an accepted bid puts back on the clock (1 to 3600, default 30).
     #[serde(default = "thirty")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub reset_seconds: i32,
 }
 
@@ -105,11 +111,14 @@ pub struct LotBody {
     /// 1 to the event's `lanes`.
     pub lane: i32,
     /// Order within the lane, from 1; unique per lane.
+    #[schema(minimum = 1)]
     pub position: i32,
     /// Cents, positive.
+    #[schema(minimum = 1, maximum = 100_000_000_000_000_i64)]
     pub starting_price: i64,
     /// Cents, 0 for none.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100_000_000_000_000_i64)]
     pub reserve: i64,
 }
 

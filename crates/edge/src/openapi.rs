@@ -72,8 +72,10 @@ pub struct ErrorDoc {
 #[allow(dead_code)]
 pub struct BidBodyDoc {
     /// Cents, a positive integer.
+    #[schema(minimum = 1, maximum = 100_000_000_000_000_i64)]
     amount: i64,
     /// The high the client saw (cents); null when it saw no bid.
+    #[schema(minimum = 0)]
     seen_high: Option<i64>,
     /// The client's idempotency key, 1 to 64 characters: a retry with the same key gets the
     /// first answer.

@@ -28,7 +28,10 @@ const MAX_BID_LINES: i64 = 500;
 pub struct RegisterBody {
     pub email: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+    /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
