@@ -1708,10 +1708,11 @@ impl Invariants {
     }
 }
 
-/// The database's picture: each lane's lot on the block, and how each ended lot ended.
+/// The database's picture: each lane's lot on the block, and how each ended lot ended (its
+/// outcome and, when sold, the settlement's amount).
 struct Truth {
     lanes: BTreeMap<i32, Option<LotSeen>>,
-    ended: HashMap<LotId, (LotState, Option<i64>)>,
+    ended: HashMap<LotId, (Outcome, Option<i64>)>,
 }
 
 impl Truth {
@@ -1723,19 +1724,24 @@ impl Truth {
         };
         let mut best: BTreeMap<i32, &LotView> = BTreeMap::new();
         for l in &lots {
-            if matches!(
+            let on_the_block = matches!(
                 l.state,
                 LotState::Scheduled | LotState::Open | LotState::Paused
-            ) {
-                if best.get(&l.lane).is_none_or(|b| l.position < b.position) {
-                    best.insert(l.lane, l);
-                }
-            } else {
-                t.ended.insert(l.lot_id, (l.state, l.high));
+            );
+            if on_the_block && best.get(&l.lane).is_none_or(|b| l.position < b.position) {
+                best.insert(l.lane, l);
             }
         }
         for (lane, l) in best {
             t.lanes.insert(lane, Some(LotSeen::from(l)));
+        }
+        // The bench's database holds this event only.
+        for outcome in [Outcome::Sold, Outcome::Unsold, Outcome::Cancelled] {
+            for e in store::admin::lots_by_outcome(pool, outcome).await? {
+                if e.lot.event_id == event {
+                    t.ended.insert(e.lot.lot_id, (e.outcome, e.amount));
+                }
+            }
         }
         Ok(t)
     }
@@ -1766,15 +1772,7 @@ fn compare(views: &[Arc<Mutex<View>>], truth: &Truth) -> Vec<String> {
             }
         }
         for (lot, (outcome, amount)) in &v.closed {
-            let ok = match truth.ended.get(lot) {
-                Some((LotState::Closed, high)) => match outcome {
-                    Outcome::Sold => amount.is_some() && amount == high,
-                    Outcome::Unsold => amount.is_none(),
-                    Outcome::Cancelled => false,
-                },
-                Some((LotState::Cancelled, _)) => *outcome == Outcome::Cancelled,
-                _ => false,
-            };
+            let ok = truth.ended.get(lot) == Some(&(*outcome, *amount));
             if !ok {
                 n += 1;
                 if out.len() < 10 {
@@ -2264,5 +2262,73 @@ impl Report {
         {
             println!("    {line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(lot: LotId, version: i64, high: Option<i64>) -> LotSeen {
+        LotSeen {
+            lot_id: lot,
+            state: LotState::Open,
+            high,
+            bid_count: high.map_or(0, |_| 1),
+            min_next: 1_000,
+            version,
+        }
+    }
+
+    #[test]
+    fn a_new_bid_must_raise_the_version_a_tick_may_repeat_it() {
+        let lot = LotId::new();
+        let mut v = View::default();
+        v.order("snapshot", lot, 3, false);
+        v.order("timer_update", lot, 3, false);
+        v.order("new_bid", lot, 4, true);
+        assert_eq!(v.out_of_order, 0);
+        v.order("new_bid", lot, 4, true);
+        v.order("timer_update", lot, 2, false);
+        assert_eq!(v.out_of_order, 2);
+        assert_eq!(v.out_of_order_examples.len(), 2);
+    }
+
+    #[test]
+    fn a_watcher_differing_from_the_database_is_reported_and_a_dropped_one_is_not() {
+        let lot = LotId::new();
+        let truth = Truth {
+            lanes: BTreeMap::from([(1, Some(seen(lot, 5, Some(1_100))))]),
+            ended: HashMap::new(),
+        };
+        let view = |version, dropped: Option<&str>| {
+            let mut v = View::default();
+            v.lanes.insert(1, Some(seen(lot, version, Some(1_100))));
+            v.dropped = dropped.map(str::to_owned);
+            Arc::new(Mutex::new(v))
+        };
+        assert!(compare(&[view(5, None)], &truth).is_empty());
+        assert_eq!(compare(&[view(4, None)], &truth).len(), 1);
+        assert!(compare(&[view(4, Some("1008"))], &truth).is_empty());
+    }
+
+    #[test]
+    fn a_close_seen_must_match_the_database() {
+        let lot = LotId::new();
+        let truth = Truth {
+            lanes: BTreeMap::new(),
+            ended: HashMap::from([(lot, (Outcome::Sold, Some(1_300)))]),
+        };
+        let view = |outcome, amount| {
+            let mut v = View::default();
+            v.closed.insert(lot, (outcome, amount));
+            Arc::new(Mutex::new(v))
+        };
+        assert!(compare(&[view(Outcome::Sold, Some(1_300))], &truth).is_empty());
+        assert_eq!(
+            compare(&[view(Outcome::Sold, Some(1_200))], &truth).len(),
+            1
+        );
+        assert_eq!(compare(&[view(Outcome::Unsold, None)], &truth).len(), 1);
     }
 }
