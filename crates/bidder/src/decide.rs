@@ -14,6 +14,19 @@ pub fn lot_min_next(lot: &LotRecord) -> i64 {
     min_next(lot.starting_price, lot.high)
 }
 
+/// The key a decision is recorded under. An idem the contract refuses (empty, too long, a
+/// control or NUL character: the edge never sends one, but anything can be published on `BIDS`)
+/// cannot be stored, and a row the database refuses would fail its whole batch again on every
+/// retry, stalling the partition; such a bid is recorded as `invalid` under a key made from its
+/// stream sequence instead, the same on every replay.
+pub fn recorded_idem(idem: &str, stream_seq: i64) -> String {
+    if valid_idem(idem) {
+        idem.to_owned()
+    } else {
+        format!("invalid-idem-{stream_seq}")
+    }
+}
+
 /// Decides one bid. An accepted bid raises the high, counts, bumps the version and puts at
 /// least `reset_seconds` back on the clock (never shortening it).
 pub fn decide_bid(
@@ -27,7 +40,7 @@ pub fn decide_bid(
     let mut rec = BidRecord {
         lot_id: bid.lot_id,
         user_id: bid.user_id,
-        idem: bid.idem.clone(),
+        idem: recorded_idem(&bid.idem, stream_seq),
         amount: bid.amount,
         seen_high: bid.seen_high,
         status: BidStatus::Rejected,
@@ -265,6 +278,29 @@ mod tests {
             (Some(4), Some(1), Some(NOW + 30_000))
         );
         assert_eq!(r.prev_bidder, None);
+    }
+
+    #[test]
+    fn an_idem_the_database_cannot_hold_is_recorded_under_its_stream_sequence() {
+        for idem in [
+            String::new(),
+            "x".repeat(65),
+            "a\0b".into(),
+            "tab\there".into(),
+        ] {
+            let mut l = lot(LotState::Open);
+            let mut b = bid(l.id, UserId::new(), 100_000, None);
+            b.idem = idem.clone();
+            let rec = decide_bid(Some(&mut l), &b, true, NOW, 42, None);
+            assert_eq!(rec.reason, Some(RejectReason::Invalid), "{idem:?}");
+            assert_eq!(rec.idem, "invalid-idem-42", "{idem:?}");
+            assert!(valid_idem(&rec.idem));
+            // Unknown lot: refused as not_found, stored under the same safe key.
+            let rec = decide_bid(None, &b, true, NOW, 43, None);
+            assert_eq!(rec.idem, "invalid-idem-43");
+        }
+        let ok = bid(LotId::new(), UserId::new(), 100_000, None);
+        assert_eq!(recorded_idem(&ok.idem, 7), ok.idem);
     }
 
     #[test]

@@ -417,7 +417,8 @@ impl Worker {
                 replay_seqs.push(i.seq);
             }
             if let BidCommand::PlaceBid(b) = cmd {
-                if lookup || !is_new(i) {
+                // An idem the database cannot hold is never looked up (see `recorded_idem`).
+                if (lookup || !is_new(i)) && schemas::frames::valid_idem(&b.idem) {
                     keys.push((b.user_id, b.idem.clone()));
                 }
                 if is_new(i) && !self.verified.contains(&b.user_id) {

@@ -388,6 +388,40 @@ async fn refusals_are_recorded_with_their_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bid_whose_idem_the_database_refuses_is_recorded_invalid_and_the_lot_goes_on() {
+    let env = Env::start().await;
+    let (_stop, _bidder) = env.spawn_bidder(env.bidder_config()).await;
+    let user = env.users(1, true).await[0];
+    let (_event, lots) = env.lots(1, 0).await;
+    let s = env.open(lots[0]).await;
+    env.wait_applied(lots[0], s).await;
+    // Published straight on BIDS (the edge refuses these): empty, 65 characters, a NUL.
+    let long = "k".repeat(65);
+    let mut seqs = Vec::new();
+    for idem in ["", long.as_str(), "nul\0idem"] {
+        seqs.push(env.bid(lots[0], user, 100_000, None, idem).await);
+    }
+    let good = env.bid(lots[0], user, 100_000, None, "good").await;
+    env.wait_applied(lots[0], good).await;
+    let (bids, _) = store::bidding::decisions_by_seq(
+        env.pool(),
+        &seqs.iter().map(|&s| s as i64).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bids.len(), 3, "each bad bid has one recorded decision");
+    for b in &bids {
+        assert_eq!(b.reason, Some(RejectReason::Invalid));
+        assert_eq!(b.idem, format!("invalid-idem-{}", b.stream_seq));
+    }
+    assert_eq!(
+        env.lot(lots[0]).await.high,
+        Some(100_000),
+        "the partition did not stall"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_whose_lease_was_taken_over_cannot_commit() {
     let env = Env::start().await;
     let pool = env.pool();

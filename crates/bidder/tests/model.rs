@@ -605,10 +605,16 @@ fn run(init: Init, verified: Vec<bool>, steps: Vec<(Dt, Step)>) -> Result<(), Te
                     trace.clone(),
                 );
                 let out = model.bid(users[user], verified[user], amount, seen_high, &idem, now);
+                // An idem the contract refuses is recorded under the message's sequence.
+                let recorded = if (1..=MAX_IDEM_CHARS).contains(&idem.chars().count()) {
+                    idem
+                } else {
+                    format!("invalid-idem-{seq}")
+                };
                 let want = BidRecord {
                     lot_id,
                     user_id: users[user],
-                    idem,
+                    idem: recorded,
                     amount,
                     seen_high,
                     status: if out.reason.is_none() {
