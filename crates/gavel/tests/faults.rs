@@ -376,11 +376,14 @@ impl Client {
         });
         let mut attempts = 0;
         loop {
-            assert!(
-                asked.elapsed() < STUCK,
-                "client stuck: {} idem {idem} unanswered after {STUCK:?}",
-                self.user
-            );
+            if asked.elapsed() >= STUCK {
+                let in_stream = self.in_stream(lot, &idem).await;
+                panic!(
+                    "client stuck: {} idem {idem} unanswered after {STUCK:?}; the bid is in \
+                     BIDS: {in_stream:?}",
+                    self.user
+                );
+            }
             attempts += 1;
             let out = bus::Outgoing::new(
                 subj::bids(lot, PARTITIONS),
@@ -428,6 +431,34 @@ impl Client {
                 };
             }
         }
+    }
+
+    /// Whether `BIDS` holds this bid (for the stuck-client diagnosis): the stream sequences of
+    /// its copies on the lot's subject.
+    async fn in_stream(&self, lot: LotId, idem: &str) -> Result<Vec<u64>, String> {
+        let stream = self
+            .js
+            .get_stream("BIDS")
+            .await
+            .map_err(|e| e.to_string())?;
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subj::bids(lot, PARTITIONS),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut msgs = consumer.messages().await.map_err(|e| e.to_string())?;
+        let mut seqs = Vec::new();
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(1), msgs.next()).await
+        {
+            if let Ok(BidCommand::PlaceBid(b)) = BidCommand::decode(&m.payload) {
+                if b.user_id == self.user && b.idem == idem {
+                    seqs.push(m.info().map(|i| i.stream_sequence).unwrap_or(0));
+                }
+            }
+        }
+        Ok(seqs)
     }
 
     /// The recorded decision, as the edge looks it up for a retried bid.
@@ -670,14 +701,16 @@ async fn one_node_of_a_three_node_cluster_killed_mid_burst_and_brought_back() {
 /// Two of three nodes killed: JetStream has no quorum, so no bid can be stored (clients' publishes
 /// fail and they keep asking); both brought back, everything carries on.
 ///
-/// Fails about one run in four: every answer heard is still the recorded decision and nothing is
-/// decided twice, but the 2–3 clients whose bid was being published at the kill are stuck (no
-/// answer in 45 s, while the other clients' next 300 bids are answered). Not yet explained; the
-/// suspicion is a publish the dying leader had proposed but not committed whose `Nats-Msg-Id`
-/// survives in the dedupe state without the message, so every retry with the same idem is a
-/// `duplicate` that no bidder ever decides (until the 2-minute window ends).
-#[ignore = "about 1 run in 4: clients whose bid was in flight when quorum was lost get no answer \
-            for 45 s+ after the cluster is back (see docs/reliability/faults.md)"]
+/// Fails about one run in three: the 2–3 clients whose bid was being published at the kill get
+/// no answer in 45 s, while the other clients' next 300 bids are answered. Their bids ARE in
+/// `BIDS` (one failing run: stream sequences 303, 304, 305, one copy each) and have no decision,
+/// while later sequences were decided: the bidder passed over stored messages. Suspected
+/// mechanism (not yet confirmed): the fetch that carried them was lost with the consumer's
+/// leader, the new leader delivered later sequences first, and when 303–305 come back (ack wait
+/// 30 s) they are below the partition's applied sequence and treated as replays of decisions
+/// that do not exist. That would break "decided in stream order" and lose the bids.
+#[ignore = "about 1 run in 3: bids stored in BIDS when quorum was lost are never decided (clients \
+            stuck 45 s+), later ones are; see docs/reliability/faults.md, fault 3b"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_of_a_three_node_cluster_killed_no_quorum_then_back() {
     let mut cluster = NatsCluster::start().await.unwrap();
