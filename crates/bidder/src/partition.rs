@@ -421,7 +421,8 @@ impl Worker {
                 if (lookup || !is_new(i)) && schemas::frames::valid_idem(&b.idem) {
                     keys.push((b.user_id, b.idem.clone()));
                 }
-                if is_new(i) && !self.verified.contains(&b.user_id) {
+                // (A replay may turn out never decided, and then is decided now: see below.)
+                if !self.verified.contains(&b.user_id) {
                     need_users.push(b.user_id);
                 }
             }
@@ -470,23 +471,41 @@ impl Worker {
             batch.applied_seq = batch.applied_seq.max(i.seq);
             let Some(cmd) = &i.cmd else { continue };
             if !is_new(i) {
-                match cmd {
+                let recorded = match cmd {
                     BidCommand::PlaceBid(b) => {
                         if let Some(rec) = replayed_bids.get(&i.seq) {
                             announce::for_bid(rec, self.lots.get(&rec.lot_id), &mut out);
+                            true
                         } else if let Some(first) = by_key.get(&(b.user_id, b.idem.clone())) {
                             out.push(announce::bid_result(first, i.seq, i.traceparent));
+                            true
+                        } else {
+                            false
                         }
                     }
-                    _ => {
-                        if let (Some(rec), Some(lot)) =
-                            (replayed_cmds.get(&i.seq), self.lots.get(&cmd.lot_id()))
-                        {
-                            announce::for_command(rec, lot, &mut out);
+                    _ => match replayed_cmds.get(&i.seq) {
+                        Some(rec) => {
+                            if let Some(lot) = self.lots.get(&cmd.lot_id()) {
+                                announce::for_command(rec, lot, &mut out);
+                            }
+                            true
                         }
-                    }
+                        None => false,
+                    },
+                };
+                if recorded {
+                    continue;
                 }
-                continue;
+                // Below the committed position yet never decided: the consumer delivered it
+                // after later messages (seen after a NATS cluster lost its quorum). Dropping it
+                // would leave its client unanswered for good; it is decided now, late, against
+                // the lot as it is (a hammer still checks its expected version).
+                tracing::warn!(
+                    partition = self.partition.get(),
+                    seq = i.seq,
+                    applied,
+                    "a message below the applied position was never decided: deciding it now"
+                );
             }
             match cmd {
                 BidCommand::PlaceBid(b) => {
@@ -547,15 +566,18 @@ impl Worker {
             .into_iter()
             .filter_map(|(id, seq)| {
                 let lot = self.lots.get_mut(&id)?;
-                lot.applied_seq = seq;
+                lot.applied_seq = lot.applied_seq.max(seq);
                 Some(lot.clone())
             })
             .collect();
-        if batch.applied_seq > self.applied_seq {
+        if batch.applied_seq > self.applied_seq
+            || !batch.bids.is_empty()
+            || !batch.commands.is_empty()
+        {
             let t = std::time::Instant::now();
             db::commit_batch(&self.pool, lease, ttl_ms(&self.config), &batch).await?;
             tracing::trace!(commit_us = t.elapsed().as_micros() as u64, "committed");
-            self.applied_seq = batch.applied_seq;
+            self.applied_seq = self.applied_seq.max(batch.applied_seq);
             self.announced_in_db = self.announced_in_db.max(batch.announced_seq);
         }
         Ok(out)

@@ -422,6 +422,53 @@ async fn a_bid_whose_idem_the_database_refuses_is_recorded_invalid_and_the_lot_g
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_delivered_after_later_ones_is_still_decided() {
+    // What a NATS cluster that lost its quorum was seen to do: deliver a bid after later
+    // messages had been committed, so it sits below the partition's applied position with no
+    // decision. It must be decided (late), never dropped as a replay.
+    let env = Env::start().await;
+    let users = env.users(2, true).await;
+    let (_event, lots) = env.lots(1, 0).await;
+    let (stop, bidder) = env.spawn_bidder(env.bidder_config()).await;
+    let s = env.open(lots[0]).await;
+    env.wait_applied(lots[0], s).await;
+    stop.cancel();
+    bidder.await.unwrap();
+    let first = env.bid(lots[0], users[0], 100_000, None, "skipped").await;
+    let second = env.bid(lots[0], users[1], 100_000, None, "after").await;
+    // The partition's committed position as if the first had been passed over.
+    let p = schemas::subjects::Partition::of(lots[0], PARTITIONS).get();
+    sqlx::query("UPDATE partition_leases SET applied_seq = $1 WHERE partition = $2")
+        .bind(first as i64)
+        .bind(i32::from(p))
+        .execute(env.pool())
+        .await
+        .unwrap();
+    let (_stop, _bidder) = env.spawn_bidder(env.bidder_config()).await;
+    wait_until(Duration::from_secs(20), "both decided", || async {
+        env.decided(first).await && env.decided(second).await
+    })
+    .await
+    .unwrap();
+    let (bids, _) = store::bidding::decisions_by_seq(env.pool(), &[first as i64, second as i64])
+        .await
+        .unwrap();
+    let by_seq = |s: u64| bids.iter().find(|b| b.stream_seq == s as i64).unwrap();
+    assert_eq!(
+        by_seq(first).status,
+        BidStatus::Accepted,
+        "decided in stream order"
+    );
+    assert_eq!(by_seq(second).reason, Some(RejectReason::Stale));
+    let lot = env.lot(lots[0]).await;
+    assert_eq!((lot.high, lot.high_bidder), (Some(100_000), Some(users[0])));
+    assert!(store::audit::check(env.pool(), Some(&lots))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_whose_lease_was_taken_over_cannot_commit() {
     let env = Env::start().await;
     let pool = env.pool();
