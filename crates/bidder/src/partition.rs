@@ -208,6 +208,17 @@ impl Worker {
     ) -> Stop {
         let mut renew = tokio::time::interval(self.config.lease_ttl / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The consumer numbers its deliveries 1, 2, 3…; a number skipped is a message the
+        // server handed out that never reached us (a leader change in a cluster that lost its
+        // quorum). Acking anything after it would ack it too (AckPolicy::All), so the consumer
+        // is made again from the last announced position, which delivers it again.
+        let mut delivered: Option<u64> = None;
+        let mut skipped = |m: &Message| -> bool {
+            let Ok(info) = m.info() else { return false };
+            let gap = delivered.is_some_and(|d| info.consumer_sequence > d + 1);
+            delivered = Some(info.consumer_sequence);
+            gap
+        };
         loop {
             tokio::select! {
                 biased;
@@ -226,12 +237,21 @@ impl Worker {
                         }
                         None => return Stop::Failed(anyhow::anyhow!("consumer stream ended")),
                     };
+                    let mut gap = skipped(&first);
                     let mut batch = vec![first];
-                    while batch.len() < self.config.batch_max {
+                    while batch.len() < self.config.batch_max && !gap {
                         match messages.next().now_or_never() {
-                            Some(Some(Ok(m))) => batch.push(m),
+                            Some(Some(Ok(m))) => {
+                                gap = skipped(&m);
+                                batch.push(m);
+                            }
                             _ => break,
                         }
+                    }
+                    if gap {
+                        return Stop::Failed(anyhow::anyhow!(
+                            "a delivery never reached the bidder: consuming again from the last announced message"
+                        ));
                     }
                     if let Err(stop) = self.process(lease, batch, out, shutdown).await {
                         return stop;
