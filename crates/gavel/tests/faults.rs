@@ -701,16 +701,11 @@ async fn one_node_of_a_three_node_cluster_killed_mid_burst_and_brought_back() {
 /// Two of three nodes killed: JetStream has no quorum, so no bid can be stored (clients' publishes
 /// fail and they keep asking); both brought back, everything carries on.
 ///
-/// Fails about one run in three: the 2–3 clients whose bid was being published at the kill get
-/// no answer in 45 s, while the other clients' next 300 bids are answered. Their bids ARE in
-/// `BIDS` (one failing run: stream sequences 303, 304, 305, one copy each) and have no decision,
-/// while later sequences were decided: the bidder passed over stored messages. Suspected
-/// mechanism (not yet confirmed): the fetch that carried them was lost with the consumer's
-/// leader, the new leader delivered later sequences first, and when 303–305 come back (ack wait
-/// 30 s) they are below the partition's applied sequence and treated as replays of decisions
-/// that do not exist. That would break "decided in stream order" and lose the bids.
-#[ignore = "about 1 run in 3: bids stored in BIDS when quorum was lost are never decided (clients \
-            stuck 45 s+), later ones are; see docs/reliability/faults.md, fault 3b"]
+/// This test found bids stored in `BIDS` but never decided (about one run in three, before
+/// commits 0eafb9b and e97d82b): a delivery lost with the consumer's leader, then acked with the
+/// later ones (AckPolicy::All). The bidder now notices the skipped delivery number and consumes
+/// again from its last announced message, and decides a message below its applied position that
+/// has no decision instead of dropping it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_of_a_three_node_cluster_killed_no_quorum_then_back() {
     let mut cluster = NatsCluster::start().await.unwrap();
