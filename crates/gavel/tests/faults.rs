@@ -72,6 +72,17 @@ impl Rig {
     }
 
     /// `gavel bidder` as a child process (so that a kill is a real SIGKILL).
+    /// Where every fault starts: a sale of `LOTS` lots to `USERS` buyers, a bidder, the lots
+    /// open, and the loader 300 answers into its burst.
+    async fn mid_burst(&self) -> (Service, Vec<LotId>, Loader) {
+        let (users, lots) = self.sale(USERS, LOTS).await;
+        let bidder = self.bidder();
+        self.wait_open(&lots).await;
+        let loader = Loader::start(self, &users, &lots, PACE);
+        loader.wait_answers(300, "300 bids before the fault").await;
+        (bidder, lots, loader)
+    }
+
     fn bidder(&self) -> Service {
         let child = Command::new(env!("CARGO_BIN_EXE_gavel"))
             .args([
@@ -589,11 +600,7 @@ async fn bidder_killed_mid_burst_and_restarted() {
     let nats = NatsServer::start().await.unwrap();
     let db = TestDb::new().await.unwrap();
     let rig = Rig::new(nats.url(), &db, 1).await;
-    let (users, lots) = rig.sale(USERS, LOTS).await;
-    let mut bidder = rig.bidder();
-    rig.wait_open(&lots).await;
-    let loader = Loader::start(&rig, &users, &lots, PACE);
-    loader.wait_answers(300, "300 bids before the kill").await;
+    let (mut bidder, lots, loader) = rig.mid_burst().await;
 
     let fault = Instant::now();
     bidder.kill();
@@ -615,11 +622,7 @@ async fn nats_server_killed_mid_burst_and_restarted_on_its_store() {
     let mut nats = NatsServer::start().await.unwrap();
     let db = TestDb::new().await.unwrap();
     let rig = Rig::new(nats.url(), &db, 1).await;
-    let (users, lots) = rig.sale(USERS, LOTS).await;
-    let _bidder = rig.bidder();
-    rig.wait_open(&lots).await;
-    let loader = Loader::start(&rig, &users, &lots, PACE);
-    loader.wait_answers(300, "300 bids before the kill").await;
+    let (_bidder, lots, loader) = rig.mid_burst().await;
 
     let fault = Instant::now();
     nats.kill();
@@ -641,11 +644,7 @@ async fn one_node_of_a_three_node_cluster_killed_mid_burst_and_brought_back() {
     let mut cluster = NatsCluster::start().await.unwrap();
     let db = TestDb::new().await.unwrap();
     let rig = Rig::new(cluster.urls(), &db, 3).await;
-    let (users, lots) = rig.sale(USERS, LOTS).await;
-    let _bidder = rig.bidder();
-    rig.wait_open(&lots).await;
-    let loader = Loader::start(&rig, &users, &lots, PACE);
-    loader.wait_answers(300, "300 bids before the kill").await;
+    let (_bidder, lots, loader) = rig.mid_burst().await;
 
     for name in ["BIDS", "AUCTION", "USERS", "NOTIFY"] {
         let mut stream = rig.js.get_stream(name).await.unwrap();
@@ -711,11 +710,7 @@ async fn two_nodes_of_a_three_node_cluster_killed_no_quorum_then_back() {
     let mut cluster = NatsCluster::start().await.unwrap();
     let db = TestDb::new().await.unwrap();
     let rig = Rig::new(cluster.urls(), &db, 3).await;
-    let (users, lots) = rig.sale(USERS, LOTS).await;
-    let _bidder = rig.bidder();
-    rig.wait_open(&lots).await;
-    let loader = Loader::start(&rig, &users, &lots, PACE);
-    loader.wait_answers(300, "300 bids before the kill").await;
+    let (_bidder, lots, loader) = rig.mid_burst().await;
 
     let fault = Instant::now();
     cluster.kill(0);
@@ -757,11 +752,7 @@ async fn postgres_away(crash: bool, name: &str) {
     let mut pg = PgCluster::start().await.unwrap();
     let db = TestDb::new_on(&pg.admin_url()).await.unwrap();
     let rig = Rig::new(nats.url(), &db, 1).await;
-    let (users, lots) = rig.sale(USERS, LOTS).await;
-    let _bidder = rig.bidder();
-    rig.wait_open(&lots).await;
-    let loader = Loader::start(&rig, &users, &lots, PACE);
-    loader.wait_answers(300, "300 bids before the stop").await;
+    let (_bidder, lots, loader) = rig.mid_burst().await;
 
     let fault = Instant::now();
     if crash {
