@@ -26,6 +26,11 @@ use store::StoreError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// The server's idle heartbeat on a pull; two missed in a row restart the partition's consumer.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long one pull request waits for messages before the client sends another.
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
 /// Why serving a partition stopped.
 #[derive(Debug, thiserror::Error)]
 enum Stop {
@@ -166,8 +171,12 @@ impl Worker {
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(self.config.batch_max)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            // A pull request the server never answers (lost while a consumer was being made or
+            // moved) is only sent again when it expires (+5 s in async-nats): short expiries
+            // bound that, and a server silent for two heartbeats that holds no pull of ours
+            // gets the consumer made again.
+            .heartbeat(PULL_HEARTBEAT)
+            .expires(PULL_EXPIRES)
             .messages()
             .await
         {
@@ -183,7 +192,7 @@ impl Worker {
             replicas > 1,
         );
         let stop = self
-            .serve_batches(&lease, &mut messages, &out, shutdown)
+            .serve_batches(&lease, &consumer, &mut messages, &out, shutdown)
             .await;
         // Committed decisions are still announced and acked, whatever stopped us.
         drop(out);
@@ -202,6 +211,7 @@ impl Worker {
     async fn serve_batches(
         &mut self,
         lease: &Lease,
+        consumer: &consumer::PullConsumer,
         messages: &mut consumer::pull::Stream,
         out: &mpsc::Sender<Committed>,
         shutdown: &CancellationToken,
@@ -231,6 +241,18 @@ impl Worker {
                 next = messages.next() => {
                     let first = match next {
                         Some(Ok(m)) => m,
+                        Some(Err(e)) if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat => {
+                            // A server that holds no pull of ours has lost it: pull again by
+                            // making the consumer again. A server that cannot say (a cluster
+                            // without quorum) keeps the consumer, which resumes by itself.
+                            if no_pull_held(consumer).await {
+                                return Stop::Failed(anyhow::anyhow!(
+                                    "the server holds no pull from this bidder: consuming again from the last announced message"
+                                ));
+                            }
+                            tracing::warn!(partition = self.partition.get(), "no message and no heartbeat from the consumer for {:?}", PULL_HEARTBEAT * 2);
+                            continue;
+                        }
                         Some(Err(e)) => {
                             tracing::warn!(partition = self.partition.get(), error = %e, "consumer hiccup");
                             continue;
@@ -602,6 +624,15 @@ impl Worker {
         }
         Ok(out)
     }
+}
+
+/// Whether the consumer answers that no pull request is waiting on it (async-nats would only
+/// send another when the lost one expires). `false` when it does not answer within a second.
+async fn no_pull_held(consumer: &consumer::PullConsumer) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), consumer.get_info()).await,
+        Ok(Ok(info)) if info.num_waiting == 0
+    )
 }
 
 fn crash_if(c: crate::CrashAt, point: crate::CrashPoint, batch: u32) {

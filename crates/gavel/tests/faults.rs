@@ -1,7 +1,8 @@
 //! Fault injection with bids flowing: a bidder killed with SIGKILL, nats-server killed and
-//! restarted on its store, one node of a three-node JetStream cluster killed and brought back,
-//! Postgres stopped (and crashed) for 5 s, one of two edges killed under WebSocket clients. The
-//! services are real `gavel` child processes; the servers are testkit's private ones.
+//! restarted on its store, nats-server frozen (SIGSTOP) and thawed, one node of a three-node
+//! JetStream cluster killed and brought back, Postgres stopped (and crashed) for 5 s, one of two
+//! edges killed under WebSocket clients. The services are real `gavel` child processes; the
+//! servers are testkit's private ones.
 //!
 //! Each test runs a loader: verified buyers bidding on open lots the way the edge does (a
 //! `Nats-Msg-Id` of user and idem, the answer awaited on `user.<id>.result`, the recorded
@@ -635,6 +636,31 @@ async fn nats_server_killed_mid_burst_and_restarted_on_its_store() {
     eprintln!(
         "{}",
         figures("nats-server kill -9", &log, started, fault, restarted)
+    );
+    verify(&rig.pool, &lots, &log).await;
+}
+
+/// A server that stops answering without closing its sockets (SIGSTOP: a stalled VM, a long
+/// pause) for longer than the bidder's heartbeat allows: the bidder gives up its pull and makes
+/// the consumer again from its last announced message once the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_frozen_mid_burst_then_thawed() {
+    let nats = NatsServer::start().await.unwrap();
+    let db = TestDb::new().await.unwrap();
+    let rig = Rig::new(nats.url(), &db, 1).await;
+    let (_bidder, lots, loader) = rig.mid_burst().await;
+
+    let fault = Instant::now();
+    nats.freeze().unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    nats.thaw().unwrap();
+    let thawed = Instant::now();
+    loader.wait_answers(300, "300 bids after the thaw").await;
+    let started = loader.started;
+    let log = loader.finish().await;
+    eprintln!(
+        "{}",
+        figures("nats-server frozen 6 s", &log, started, fault, thawed)
     );
     verify(&rig.pool, &lots, &log).await;
 }

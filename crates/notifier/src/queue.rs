@@ -196,8 +196,10 @@ pub(crate) async fn serve(
         let messages = consumer
             .stream()
             .max_messages_per_batch(concurrency)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            // A pull request lost on the way is only sent again when it expires (+5 s in
+            // async-nats): a short expiry bounds how long pushes could wait for that.
+            .heartbeat(Duration::from_secs(2))
+            .expires(Duration::from_secs(10))
             .messages()
             .await;
         let mut messages = match messages {

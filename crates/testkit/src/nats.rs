@@ -321,6 +321,18 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server with SIGSTOP: its sockets stay open but it answers nothing (a
+    /// stalled VM or a long pause), until [`NatsServer::thaw`]. Dropping a frozen server still
+    /// kills it.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        crate::process::signal(self.pid().context("nats-server is not running")?, "STOP")
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        crate::process::signal(self.pid().context("nats-server is not running")?, "CONT")
+    }
+
     /// Starts the server again on the same port with the same store, killing it first if it
     /// runs, and waits until it is ready, JetStream included (streams recovered from the store).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
