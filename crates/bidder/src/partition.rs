@@ -17,7 +17,7 @@ use schemas::subjects as subj;
 use schemas::trace::TraceParent;
 use schemas::{LotId, Partition, UserId};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use store::bidding::{self as db, BidRecord, CommandRecord, Lease, LotRecord};
@@ -168,20 +168,9 @@ impl Worker {
             Ok(c) => c,
             Err(e) => return Stop::Failed(e),
         };
-        let mut messages = match consumer
-            .stream()
-            .max_messages_per_batch(self.config.batch_max)
-            // A pull request the server never answers (lost while a consumer was being made or
-            // moved) is only sent again when it expires (+5 s in async-nats): short expiries
-            // bound that, and a server silent for two heartbeats that holds no pull of ours
-            // gets the consumer made again.
-            .heartbeat(PULL_HEARTBEAT)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await
-        {
+        let mut messages = match pull(&consumer, self.config.batch_max).await {
             Ok(m) => m,
-            Err(e) => return Stop::Failed(e.into()),
+            Err(e) => return Stop::Failed(e),
         };
         let (out, pipeline) = Pipeline::spawn(
             self.js.clone(),
@@ -222,13 +211,15 @@ impl Worker {
         // server handed out that never reached us (a leader change in a cluster that lost its
         // quorum). Acking anything after it would ack it too (AckPolicy::All), so the consumer
         // is made again from the last announced position, which delivers it again.
-        let mut delivered: Option<u64> = None;
-        let mut skipped = |m: &Message| -> bool {
+        // (0: nothing delivered yet; the consumer numbers from 1.)
+        let delivered = AtomicU64::new(0);
+        let skipped = |m: &Message| -> bool {
             let Ok(info) = m.info() else { return false };
-            let gap = delivered.is_some_and(|d| info.consumer_sequence > d + 1);
-            delivered = Some(info.consumer_sequence);
-            gap
+            let last = delivered.swap(info.consumer_sequence, Ordering::Relaxed);
+            last != 0 && info.consumer_sequence > last + 1
         };
+        // After pulling again, until the consumer says it delivered nothing we did not get.
+        let mut repulled = false;
         loop {
             tokio::select! {
                 biased;
@@ -237,20 +228,35 @@ impl Worker {
                     if let Err(e) = self.renew(lease).await {
                         return e;
                     }
+                    if repulled {
+                        match delivered_elsewhere(consumer, delivered.load(Ordering::Relaxed)).await {
+                            Some(true) => return Stop::Failed(anyhow::anyhow!(
+                                "deliveries went to a dropped pull: consuming again from the last announced message"
+                            )),
+                            Some(false) => repulled = false,
+                            None => {}
+                        }
+                    }
                 }
                 next = messages.next() => {
                     let first = match next {
                         Some(Ok(m)) => m,
                         Some(Err(e)) if e.kind() == consumer::pull::MessagesErrorKind::MissingHeartbeat => {
-                            // A server that holds no pull of ours has lost it: pull again by
-                            // making the consumer again. A server that cannot say (a cluster
-                            // without quorum) keeps the consumer, which resumes by itself.
-                            if no_pull_held(consumer).await {
-                                return Stop::Failed(anyhow::anyhow!(
-                                    "the server holds no pull from this bidder: consuming again from the last announced message"
-                                ));
-                            }
-                            tracing::warn!(partition = self.partition.get(), "no message and no heartbeat from the consumer for {:?}", PULL_HEARTBEAT * 2);
+                            // The server may have lost our pull (its consumer leader moved):
+                            // pull again now. A message the server still hands to the old pull
+                            // never reaches us: a later delivery shows it as a skipped number,
+                            // and if none comes the consumer's own count does (at the next
+                            // renewal); either way the consumer is made again.
+                            tracing::warn!(
+                                partition = self.partition.get(),
+                                "no message and no heartbeat from the consumer for {:?}: pulling again",
+                                PULL_HEARTBEAT * 2
+                            );
+                            repulled = true;
+                            *messages = match pull(consumer, self.config.batch_max).await {
+                                Ok(m) => m,
+                                Err(e) => return Stop::Failed(e),
+                            };
                             continue;
                         }
                         Some(Err(e)) => {
@@ -626,13 +632,33 @@ impl Worker {
     }
 }
 
-/// Whether the consumer answers that no pull request is waiting on it (async-nats would only
-/// send another when the lost one expires). `false` when it does not answer within a second.
-async fn no_pull_held(consumer: &consumer::PullConsumer) -> bool {
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), consumer.get_info()).await,
-        Ok(Ok(info)) if info.num_waiting == 0
-    )
+/// After a fresh pull, whether the consumer counts deliveries beyond the last that reached us
+/// (they went to the pull we dropped); `None` when it does not answer within a second. A
+/// delivery still on its way to us also counts: making the consumer again then only replays.
+async fn delivered_elsewhere(consumer: &consumer::PullConsumer, ours: u64) -> Option<bool> {
+    let info = tokio::time::timeout(Duration::from_secs(1), consumer.get_info())
+        .await
+        .ok()?
+        .ok()?;
+    Some(info.delivered.consumer_sequence > ours)
+}
+
+/// A fresh pull on `consumer`: a new inbox and a pull request sent at once.
+///
+/// async-nats sends another pull only when one expires (+5 s): short expiries bound how long a
+/// pull the server lost (a consumer made or moved) leaves the partition idle, and a server
+/// silent for two heartbeats gets a fresh pull at once (see `serve_batches`).
+async fn pull(
+    consumer: &consumer::PullConsumer,
+    batch_max: usize,
+) -> anyhow::Result<consumer::pull::Stream> {
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(batch_max)
+        .heartbeat(PULL_HEARTBEAT)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await?)
 }
 
 fn crash_if(c: crate::CrashAt, point: crate::CrashPoint, batch: u32) {
