@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// A secret that never prints (Debug and Display show `***`).
 #[derive(Clone)]
@@ -234,9 +236,96 @@ impl AuthLimiter {
     }
 }
 
+/// Password hashing (argon2: tens of ms of CPU and 19 MiB each) off the async workers and at
+/// most `n` at a time across every address: a login storm queues here instead of taking every
+/// core from the bids. A call that cannot start within `max_wait` is refused 503.
+pub struct HashGate {
+    permits: Arc<Semaphore>,
+    max_wait: Duration,
+}
+
+impl HashGate {
+    pub fn new(n: usize, max_wait: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(n.max(1))),
+            max_wait,
+        }
+    }
+
+    /// Half the machine's cores (at least one), waiting at most 10 s.
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new(cores / 2, Duration::from_secs(10))
+    }
+
+    /// Runs `f` on the blocking pool once a permit is free.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiErr> {
+        let permit = tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ApiErr::Unavailable("too many logins at once; retry in a few seconds".into())
+            })?
+            .expect("the semaphore is never closed");
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| ApiErr::Internal(e.into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_hashes_run_at_most_n_at_a_time() {
+        let gate = Arc::new(HashGate::new(2, Duration::from_secs(10)));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let calls = (0..8).map(|_| {
+            let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
+            tokio::spawn(async move {
+                gate.run(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(30));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+            })
+        });
+        for c in futures::future::join_all(calls).await {
+            c.unwrap().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_hash_that_cannot_start_in_time_is_refused_503() {
+        let gate = Arc::new(HashGate::new(1, Duration::from_millis(50)));
+        let busy = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                gate.run(|| std::thread::sleep(Duration::from_millis(400)))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let refused = gate.run(|| ()).await;
+        assert!(
+            matches!(refused, Err(ApiErr::Unavailable(_))),
+            "{refused:?}"
+        );
+        busy.await.unwrap().unwrap();
+        assert!(gate.run(|| ()).await.is_ok(), "free again once it is done");
+    }
 
     fn tokens() -> Tokens {
         Tokens::new(

@@ -99,6 +99,7 @@ pub(crate) struct State {
     pub(crate) tokens: Tokens,
     pub(crate) limiter: Option<AuthLimiter>,
     pub(crate) bid_limiter: Option<bids::BidLimiter>,
+    pub(crate) hashing: auth::HashGate,
     pub(crate) hub: Arc<live::Hub>,
     pub(crate) allowed_origins: Vec<String>,
     /// Partitions of `BIDS`, to address a lot's subject as the bidder consumes it.
@@ -194,6 +195,7 @@ pub async fn serve_on(
         tokens: Tokens::new(&config.jwt_secret, config.token_ttl),
         limiter: AuthLimiter::new(config.auth_rate),
         bid_limiter: bids::BidLimiter::new(config.bid_rate),
+        hashing: auth::HashGate::for_this_machine(),
         hub,
         allowed_origins,
         partitions: config.partitions,

@@ -250,13 +250,6 @@ fn limit(state: &State, addr: Option<SocketAddr>) -> Result<(), ApiErr> {
     }
 }
 
-/// Runs CPU-heavy work (argon2) off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiErr> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiErr::Internal(e.into()))
-}
-
 /// An event a caller may see: drafts only to admins.
 async fn visible_event(
     state: &State,
@@ -309,7 +302,8 @@ pub(crate) async fn readyz(state: Arc<State>) -> ApiResult {
     responses((status = 201, body = UserOut),
               (status = 400, description = "malformed email, password or name", body = crate::openapi::ErrorDoc),
               (status = 409, description = "email in use", body = crate::openapi::ErrorDoc),
-              (status = 429, description = "too many calls from this address", body = crate::openapi::ErrorDoc)))]
+              (status = 429, description = "too many calls from this address", body = crate::openapi::ErrorDoc),
+              (status = 503, description = "too many password checks at once on this edge; retry", body = crate::openapi::ErrorDoc)))]
 pub(crate) async fn register(
     state: Arc<State>,
     addr: Option<SocketAddr>,
@@ -321,7 +315,10 @@ pub(crate) async fn register(
     auth::check_password(&b.password)?;
     let name = auth::check_name(&b.name)?;
     let password = b.password;
-    let hash = blocking(move || store::users::hash_password(&password)).await??;
+    let hash = state
+        .hashing
+        .run(move || store::users::hash_password(&password))
+        .await??;
     let user = store::users::create_user(&state.pool, &email, &hash, &name, false, false).await?;
     tracing::info!(user = %user.id, "user registered");
     json(StatusCode::CREATED, &UserOut::from(user))
@@ -332,7 +329,8 @@ pub(crate) async fn register(
     responses((status = 200, body = LoginOut),
               (status = 400, body = crate::openapi::ErrorDoc),
               (status = 401, description = "`invalid_credentials`", body = crate::openapi::ErrorDoc),
-              (status = 429, body = crate::openapi::ErrorDoc)))]
+              (status = 429, body = crate::openapi::ErrorDoc),
+              (status = 503, description = "too many password checks at once on this edge; retry", body = crate::openapi::ErrorDoc)))]
 pub(crate) async fn login(state: Arc<State>, addr: Option<SocketAddr>, body: Bytes) -> ApiResult {
     limit(&state, addr)?;
     let b: LoginBody = read_json(&body)?;
@@ -343,11 +341,13 @@ pub(crate) async fn login(state: Arc<State>, addr: Option<SocketAddr>, body: Byt
     };
     let password = b.password;
     // An unknown email costs a hash check too, so timing does not tell which emails exist.
-    let ok = blocking(move || {
-        let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
-        store::users::verify_password(&password, hash)
-    })
-    .await?;
+    let ok = state
+        .hashing
+        .run(move || {
+            let hash = hash.as_deref().unwrap_or_else(|| dummy_hash());
+            store::users::verify_password(&password, hash)
+        })
+        .await?;
     let user = match user {
         Some(u) if ok => u,
         _ => return Err(ApiErr::InvalidCredentials),
