@@ -143,6 +143,29 @@ pub async fn event_lots(pool: &PgPool, event: EventId) -> Result<Vec<LotView>, S
     rows.into_iter().map(lot_view_from_row).collect()
 }
 
+/// The lot that takes `lane` after `closed` leaves the block: the lane's first lot by position
+/// that is still on the block (scheduled, open or paused), other than `closed`. One indexed
+/// read (`lots_event_idx`), however many lots the event has: the edge asks it on every
+/// rotation.
+pub async fn next_lot(
+    pool: &PgPool,
+    event: EventId,
+    lane: i32,
+    closed: LotId,
+) -> Result<Option<LotView>, StoreError> {
+    let row = sqlx::query(&format!(
+        "{LOT_VIEW_SQL} WHERE l.event_id = $1 AND l.lane = $2 AND l.id <> $3
+            AND l.state IN ('scheduled', 'open', 'paused')
+          ORDER BY l.position LIMIT 1"
+    ))
+    .bind(event.0)
+    .bind(lane)
+    .bind(closed.0)
+    .fetch_optional(pool)
+    .await?;
+    row.map(lot_view_from_row).transpose()
+}
+
 /// The latest `limit` accepted bids of a lot, newest first, bidders as the event's aliases.
 pub async fn lot_bids(
     pool: &PgPool,

@@ -123,3 +123,92 @@ async fn users_by_id_and_the_verification_queue() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn the_next_lot_of_a_lane_is_its_first_still_on_the_block() {
+    let db = db().await;
+    let pool = &db.pool;
+    let vendor = create_vendor(pool, "V", "").await.unwrap();
+    let event = create_event(
+        pool,
+        &NewEvent {
+            name: "E".into(),
+            starts_at: 1,
+            lanes: 2,
+            lot_seconds: 30,
+            reset_seconds: 30,
+        },
+    )
+    .await
+    .unwrap();
+    let add = |lane, position| async move {
+        let vehicle = create_vehicle(
+            pool,
+            &NewVehicle {
+                vendor_id: vendor,
+                vin: format!("VIN{lane}{position}"),
+                year: 2020,
+                make: "Kia".into(),
+                model: "Rio".into(),
+                trim: String::new(),
+                mileage: 5,
+                photos: vec![],
+                pickup: "Gate 1".into(),
+            },
+        )
+        .await
+        .unwrap();
+        add_lot(
+            pool,
+            &NewLot {
+                event_id: event,
+                vehicle_id: vehicle,
+                lane,
+                position,
+                starting_price: 1_000,
+                reserve: 0,
+            },
+        )
+        .await
+        .unwrap()
+    };
+    // Lane 1: the lot leaving the block, a cancelled one, then two waiting; lane 2: one lot.
+    let leaving = add(1, 1).await;
+    let cancelled = add(1, 2).await;
+    let third = add(1, 3).await;
+    let _fourth = add(1, 4).await;
+    let only = add(2, 1).await;
+    schedule_event(pool, event).await.unwrap();
+    sqlx::query("UPDATE lots SET state = 'cancelled', outcome = 'cancelled' WHERE id = $1")
+        .bind(cancelled.0)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let next = store::views::next_lot(pool, event, 1, leaving)
+        .await
+        .unwrap();
+    assert_eq!(
+        next.map(|l| (l.lot_id, l.lane, l.position)),
+        Some((third, 1, 3))
+    );
+    // The lot leaving is skipped even while its own row still says it is on the block.
+    assert_eq!(
+        store::views::next_lot(pool, event, 2, only).await.unwrap(),
+        None
+    );
+    // The same answer the full listing gives.
+    let listed = store::views::event_lots(pool, event).await.unwrap();
+    let by_listing = listed
+        .iter()
+        .filter(|l| l.lane == 1 && l.lot_id != leaving)
+        .filter(|l| {
+            matches!(
+                l.state,
+                schemas::LotState::Scheduled | schemas::LotState::Open | schemas::LotState::Paused
+            )
+        })
+        .min_by_key(|l| l.position)
+        .map(|l| l.lot_id);
+    assert_eq!(by_listing, Some(third));
+}

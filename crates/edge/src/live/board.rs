@@ -64,13 +64,6 @@ impl Board {
         }
     }
 
-    /// The lane's next lot after `closed` among `lots` (the event's lots, fresh from Postgres).
-    pub(crate) fn next_of(lane: i32, closed: LotId, lots: Vec<LotView>) -> Option<LotView> {
-        lots.into_iter()
-            .filter(|l| l.lane == lane && l.lot_id != closed && on_the_block(l.state))
-            .min_by_key(|l| l.position)
-    }
-
     /// The `snapshot` frame of the board at `now`.
     pub(crate) fn snapshot(&self, now: i64) -> ServerFrame {
         ServerFrame::Snapshot {
@@ -265,10 +258,6 @@ mod tests {
         assert_eq!(b.lanes[&1].as_ref().map(|l| l.lot_id), Some(first.lot_id));
         assert_eq!(b.lanes[&2], None);
         assert_eq!(b.lanes[&3], None);
-        assert_eq!(
-            Board::next_of(1, first.lot_id, vec![first.clone(), later.clone()]).map(|l| l.lot_id),
-            Some(later.lot_id)
-        );
     }
 
     #[test]

@@ -112,8 +112,15 @@ impl Room {
             Step::Nothing => {}
             Step::Send(frame) => self.send(&frame),
             Step::Rotate { lane, closed } => {
-                let next = match store::views::event_lots(&self.hub.pool, self.board.event).await {
-                    Ok(lots) => Board::next_of(lane, closed.lot_id, lots),
+                let next = match store::views::next_lot(
+                    &self.hub.pool,
+                    self.board.event,
+                    lane,
+                    closed.lot_id,
+                )
+                .await
+                {
+                    Ok(next) => next,
                     Err(e) => {
                         tracing::warn!(error = %e, "next lot unreadable; reloading the room");
                         self.reload().await;
