@@ -219,7 +219,11 @@ impl Worker {
             last != 0 && info.consumer_sequence > last + 1
         };
         // After pulling again, until the consumer says it delivered nothing we did not get.
+        // A count ahead of ours with deliveries still reaching us is not a loss (a loss among
+        // them shows as a skipped number); ahead of ours at two renewals with nothing
+        // received in between is.
         let mut repulled = false;
+        let mut ahead_at: Option<u64> = None;
         loop {
             tokio::select! {
                 biased;
@@ -229,11 +233,16 @@ impl Worker {
                         return e;
                     }
                     if repulled {
-                        match delivered_elsewhere(consumer, delivered.load(Ordering::Relaxed)).await {
-                            Some(true) => return Stop::Failed(anyhow::anyhow!(
+                        let ours = delivered.load(Ordering::Relaxed);
+                        match delivered_elsewhere(consumer, ours).await {
+                            Some(true) if ahead_at == Some(ours) => return Stop::Failed(anyhow::anyhow!(
                                 "deliveries went to a dropped pull: consuming again from the last announced message"
                             )),
-                            Some(false) => repulled = false,
+                            Some(true) => ahead_at = Some(ours),
+                            Some(false) => {
+                                repulled = false;
+                                ahead_at = None;
+                            }
                             None => {}
                         }
                     }

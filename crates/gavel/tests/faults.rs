@@ -663,6 +663,19 @@ async fn nats_server_frozen_mid_burst_then_thawed() {
         figures("nats-server frozen 6 s", &log, started, fault, thawed)
     );
     verify(&rig.pool, &lots, &log).await;
+    // A message the thawed server hands to the pull the bidder dropped would sit unacked until
+    // `ack_wait` (30 s) if the bidder did not notice: every bid is answered well before that.
+    let longest_wait_after_thaw = log
+        .heard
+        .iter()
+        .filter(|h| h.answered >= thawed)
+        .map(|h| h.answered - h.asked.max(thawed))
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest_wait_after_thaw < Duration::from_secs(15),
+        "a bid waited {longest_wait_after_thaw:?} after the thaw"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
