@@ -1724,11 +1724,7 @@ impl Truth {
         };
         let mut best: BTreeMap<i32, &LotView> = BTreeMap::new();
         for l in &lots {
-            let on_the_block = matches!(
-                l.state,
-                LotState::Scheduled | LotState::Open | LotState::Paused
-            );
-            if on_the_block && best.get(&l.lane).is_none_or(|b| l.position < b.position) {
+            if l.state.on_the_block() && best.get(&l.lane).is_none_or(|b| l.position < b.position) {
                 best.insert(l.lane, l);
             }
         }

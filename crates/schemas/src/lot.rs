@@ -43,6 +43,15 @@ impl LotState {
         )
     }
 
+    /// The states in which a lot can be its lane's current lot (the lane's first such lot by
+    /// position is the one on the block).
+    pub const ON_THE_BLOCK: [LotState; 3] = [LotState::Scheduled, LotState::Open, LotState::Paused];
+
+    /// Whether a lot in this state can be its lane's current lot.
+    pub fn on_the_block(self) -> bool {
+        Self::ON_THE_BLOCK.contains(&self)
+    }
+
     /// A lot that has ended: it never changes again.
     pub fn is_final(self) -> bool {
         matches!(self, LotState::Closed | LotState::Cancelled)
@@ -196,6 +205,15 @@ impl fmt::Display for RejectReason {
 mod tests {
     use super::*;
     use LotState::*;
+
+    #[test]
+    fn only_scheduled_open_and_paused_lots_can_be_on_the_block() {
+        let on: Vec<_> = LotState::ALL
+            .into_iter()
+            .filter(|s| s.on_the_block())
+            .collect();
+        assert_eq!(on, vec![Scheduled, Open, Paused]);
+    }
 
     #[test]
     fn every_transition_allowed_or_forbidden() {

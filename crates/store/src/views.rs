@@ -7,7 +7,7 @@
 
 use crate::StoreError;
 use schemas::frames::{LotView, VehicleView};
-use schemas::{EventId, LotId, UserId};
+use schemas::{EventId, LotId, LotState, UserId};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -144,7 +144,7 @@ pub async fn event_lots(pool: &PgPool, event: EventId) -> Result<Vec<LotView>, S
 }
 
 /// The lot that takes `lane` after `closed` leaves the block: the lane's first lot by position
-/// that is still on the block (scheduled, open or paused), other than `closed`. One indexed
+/// still on the block ([`LotState::ON_THE_BLOCK`]), other than `closed`. One indexed
 /// read (`lots_event_idx`), however many lots the event has: the edge asks it on every
 /// rotation.
 pub async fn next_lot(
@@ -155,12 +155,13 @@ pub async fn next_lot(
 ) -> Result<Option<LotView>, StoreError> {
     let row = sqlx::query(&format!(
         "{LOT_VIEW_SQL} WHERE l.event_id = $1 AND l.lane = $2 AND l.id <> $3
-            AND l.state IN ('scheduled', 'open', 'paused')
+            AND l.state = ANY($4)
           ORDER BY l.position LIMIT 1"
     ))
     .bind(event.0)
     .bind(lane)
     .bind(closed.0)
+    .bind(LotState::ON_THE_BLOCK.map(LotState::as_str))
     .fetch_optional(pool)
     .await?;
     row.map(lot_view_from_row).transpose()

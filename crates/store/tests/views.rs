@@ -11,28 +11,34 @@ async fn db() -> TestDb {
     db
 }
 
-#[tokio::test]
-async fn add_lot_checked_refuses_by_name() {
-    let db = db().await;
-    let pool = &db.pool;
-    let vendor = create_vendor(pool, "V", "").await.unwrap();
-    let vehicle = create_vehicle(
+/// A Kia with this VIN and these photos, from `vendor`.
+async fn vehicle(
+    pool: &store::PgPool,
+    vendor: schemas::VendorId,
+    vin: &str,
+    photos: Vec<String>,
+) -> schemas::VehicleId {
+    create_vehicle(
         pool,
         &NewVehicle {
             vendor_id: vendor,
-            vin: "VIN1".into(),
+            vin: vin.into(),
             year: 2020,
             make: "Kia".into(),
             model: "Rio".into(),
             trim: String::new(),
             mileage: 5,
-            photos: vec!["p".into()],
+            photos,
             pickup: "Gate 1".into(),
         },
     )
     .await
-    .unwrap();
-    let event = create_event(
+    .unwrap()
+}
+
+/// A draft event with two lanes.
+async fn two_lane_event(pool: &store::PgPool) -> EventId {
+    create_event(
         pool,
         &NewEvent {
             name: "E".into(),
@@ -43,7 +49,16 @@ async fn add_lot_checked_refuses_by_name() {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn add_lot_checked_refuses_by_name() {
+    let db = db().await;
+    let pool = &db.pool;
+    let vendor = create_vendor(pool, "V", "").await.unwrap();
+    let vehicle = vehicle(pool, vendor, "VIN1", vec!["p".into()]).await;
+    let event = two_lane_event(pool).await;
     let lot = |event_id, lane, position| NewLot {
         event_id,
         vehicle_id: vehicle,
@@ -129,35 +144,9 @@ async fn the_next_lot_of_a_lane_is_its_first_still_on_the_block() {
     let db = db().await;
     let pool = &db.pool;
     let vendor = create_vendor(pool, "V", "").await.unwrap();
-    let event = create_event(
-        pool,
-        &NewEvent {
-            name: "E".into(),
-            starts_at: 1,
-            lanes: 2,
-            lot_seconds: 30,
-            reset_seconds: 30,
-        },
-    )
-    .await
-    .unwrap();
+    let event = two_lane_event(pool).await;
     let add = |lane, position| async move {
-        let vehicle = create_vehicle(
-            pool,
-            &NewVehicle {
-                vendor_id: vendor,
-                vin: format!("VIN{lane}{position}"),
-                year: 2020,
-                make: "Kia".into(),
-                model: "Rio".into(),
-                trim: String::new(),
-                mileage: 5,
-                photos: vec![],
-                pickup: "Gate 1".into(),
-            },
-        )
-        .await
-        .unwrap();
+        let vehicle = vehicle(pool, vendor, &format!("VIN{lane}{position}"), vec![]).await;
         add_lot(
             pool,
             &NewLot {
@@ -201,13 +190,7 @@ async fn the_next_lot_of_a_lane_is_its_first_still_on_the_block() {
     let listed = store::views::event_lots(pool, event).await.unwrap();
     let by_listing = listed
         .iter()
-        .filter(|l| l.lane == 1 && l.lot_id != leaving)
-        .filter(|l| {
-            matches!(
-                l.state,
-                schemas::LotState::Scheduled | schemas::LotState::Open | schemas::LotState::Paused
-            )
-        })
+        .filter(|l| l.lane == 1 && l.lot_id != leaving && l.state.on_the_block())
         .min_by_key(|l| l.position)
         .map(|l| l.lot_id);
     assert_eq!(by_listing, Some(third));

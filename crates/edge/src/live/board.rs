@@ -8,7 +8,6 @@
 //! message was late, duplicated or already in the snapshot it was given.
 
 use schemas::frames::{ClosedLot, LaneView, LotView, NewBid, ServerFrame, TimerUpdate};
-use schemas::lot::LotState;
 use schemas::nats::{AuctionMsg, LotChange, LotClosed};
 use schemas::{EventId, LotId};
 use std::collections::BTreeMap;
@@ -36,21 +35,13 @@ pub(crate) struct Board {
     pub(crate) lanes: BTreeMap<i32, Option<LotView>>,
 }
 
-/// Whether a lot in this state can be a lane's current lot.
-pub(crate) fn on_the_block(state: LotState) -> bool {
-    matches!(
-        state,
-        LotState::Scheduled | LotState::Open | LotState::Paused
-    )
-}
-
 impl Board {
     /// The board of an event with `lanes` lanes from its lots (any order): each lane's first
     /// lot by position still on the block, or `None`.
     pub(crate) fn new(event: EventId, lanes: i32, lots: Vec<LotView>) -> Self {
         let mut board: BTreeMap<i32, Option<LotView>> = (1..=lanes).map(|l| (l, None)).collect();
         for lot in lots {
-            if !on_the_block(lot.state) {
+            if !lot.state.on_the_block() {
                 continue;
             }
             let slot = board.entry(lot.lane).or_insert(None);
@@ -189,7 +180,7 @@ impl Board {
 mod tests {
     use super::*;
     use schemas::frames::VehicleView;
-    use schemas::lot::Outcome;
+    use schemas::lot::{LotState, Outcome};
     use schemas::UserId;
 
     fn lot(lane: i32, position: i32, state: LotState, version: i64) -> LotView {
