@@ -26,11 +26,6 @@ use store::StoreError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// The server's idle heartbeat on a pull; two missed in a row restart the partition's consumer.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
-/// How long one pull request waits for messages before the client sends another.
-const PULL_EXPIRES: Duration = Duration::from_secs(10);
-
 /// Why serving a partition stopped.
 #[derive(Debug, thiserror::Error)]
 enum Stop {
@@ -168,9 +163,9 @@ impl Worker {
             Ok(c) => c,
             Err(e) => return Stop::Failed(e),
         };
-        let mut messages = match pull(&consumer, self.config.batch_max).await {
+        let mut messages = match bus::pull(&consumer, self.config.batch_max).await {
             Ok(m) => m,
-            Err(e) => return Stop::Failed(e),
+            Err(e) => return Stop::Failed(e.into()),
         };
         let (out, pipeline) = Pipeline::spawn(
             self.js.clone(),
@@ -218,12 +213,7 @@ impl Worker {
             let last = delivered.swap(info.consumer_sequence, Ordering::Relaxed);
             last != 0 && info.consumer_sequence > last + 1
         };
-        // After pulling again, until the consumer says it delivered nothing we did not get.
-        // A count ahead of ours with deliveries still reaching us is not a loss (a loss among
-        // them shows as a skipped number); ahead of ours at two renewals with nothing
-        // received in between is.
-        let mut repulled = false;
-        let mut ahead_at: Option<u64> = None;
+        let mut repull = Repull::Settled;
         loop {
             tokio::select! {
                 biased;
@@ -232,17 +222,14 @@ impl Worker {
                     if let Err(e) = self.renew(lease).await {
                         return e;
                     }
-                    if repulled {
+                    if repull != Repull::Settled {
                         let ours = delivered.load(Ordering::Relaxed);
                         match delivered_elsewhere(consumer, ours).await {
-                            Some(true) if ahead_at == Some(ours) => return Stop::Failed(anyhow::anyhow!(
+                            Some(true) if repull == Repull::AheadAt(ours) => return Stop::Failed(anyhow::anyhow!(
                                 "deliveries went to a dropped pull: consuming again from the last announced message"
                             )),
-                            Some(true) => ahead_at = Some(ours),
-                            Some(false) => {
-                                repulled = false;
-                                ahead_at = None;
-                            }
+                            Some(true) => repull = Repull::AheadAt(ours),
+                            Some(false) => repull = Repull::Settled,
                             None => {}
                         }
                     }
@@ -259,12 +246,12 @@ impl Worker {
                             tracing::warn!(
                                 partition = self.partition.get(),
                                 "no message and no heartbeat from the consumer for {:?}: pulling again",
-                                PULL_HEARTBEAT * 2
+                                bus::PULL_HEARTBEAT * 2
                             );
-                            repulled = true;
-                            *messages = match pull(consumer, self.config.batch_max).await {
+                            repull = Repull::Unchecked;
+                            *messages = match bus::pull(consumer, self.config.batch_max).await {
                                 Ok(m) => m,
-                                Err(e) => return Stop::Failed(e),
+                                Err(e) => return Stop::Failed(e.into()),
                             };
                             continue;
                         }
@@ -641,6 +628,20 @@ impl Worker {
     }
 }
 
+/// Where a partition stands after pulling again: until the consumer says it delivered nothing
+/// we did not get, the renewals ask it. A count ahead of ours while deliveries still reach us is
+/// not a loss (a loss among them shows as a skipped number); ahead of ours at two renewals with
+/// nothing received in between is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repull {
+    /// No re-pull, or the consumer's count matched ours since.
+    Settled,
+    /// Pulled again; not asked yet.
+    Unchecked,
+    /// The consumer's count was ahead when ours was this.
+    AheadAt(u64),
+}
+
 /// After a fresh pull, whether the consumer counts deliveries beyond the last that reached us
 /// (they went to the pull we dropped); `None` when it does not answer within a second. A
 /// delivery still on its way to us also counts: making the consumer again then only replays.
@@ -650,24 +651,6 @@ async fn delivered_elsewhere(consumer: &consumer::PullConsumer, ours: u64) -> Op
         .ok()?
         .ok()?;
     Some(info.delivered.consumer_sequence > ours)
-}
-
-/// A fresh pull on `consumer`: a new inbox and a pull request sent at once.
-///
-/// async-nats sends another pull only when one expires (+5 s): short expiries bound how long a
-/// pull the server lost (a consumer made or moved) leaves the partition idle, and a server
-/// silent for two heartbeats gets a fresh pull at once (see `serve_batches`).
-async fn pull(
-    consumer: &consumer::PullConsumer,
-    batch_max: usize,
-) -> anyhow::Result<consumer::pull::Stream> {
-    Ok(consumer
-        .stream()
-        .max_messages_per_batch(batch_max)
-        .heartbeat(PULL_HEARTBEAT)
-        .expires(PULL_EXPIRES)
-        .messages()
-        .await?)
 }
 
 fn crash_if(c: crate::CrashAt, point: crate::CrashPoint, batch: u32) {

@@ -321,6 +321,30 @@ pub async fn publish_all(js: &jetstream::Context, msgs: &[Outgoing]) -> Result<(
     Ok(())
 }
 
+/// The server's idle heartbeat on a pull made by [`pull`]: two missed in a row come out of the
+/// stream as a `MissingHeartbeat` error.
+pub const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long one pull request made by [`pull`] waits for messages before another is sent.
+pub const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
+/// A pull on `consumer` of at most `batch` messages per request: a new inbox and a pull request
+/// sent at once. async-nats sends another pull only when one expires (+5 s): the short
+/// [`PULL_EXPIRES`] bounds how long a pull the server lost (a consumer made or moved) leaves the
+/// consumer idle, and [`PULL_HEARTBEAT`] lets a caller notice a silent server sooner.
+pub async fn pull(
+    consumer: &jetstream::consumer::PullConsumer,
+    batch: usize,
+) -> Result<jetstream::consumer::pull::Stream, BusError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(PULL_HEARTBEAT)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await
+        .map_err(nats)
+}
+
 /// Reads the `traceparent` header of a message, if valid.
 pub fn traceparent_of(h: Option<&HeaderMap>) -> Option<TraceParent> {
     h?.get(headers::TRACEPARENT)

@@ -72,7 +72,6 @@ impl Rig {
         }
     }
 
-    /// `gavel bidder` as a child process (so that a kill is a real SIGKILL).
     /// Where every fault starts: a sale of `LOTS` lots to `USERS` buyers, a bidder, the lots
     /// open, and the loader 300 answers into its burst.
     async fn mid_burst(&self) -> (Service, Vec<LotId>, Loader) {
@@ -84,6 +83,7 @@ impl Rig {
         (bidder, lots, loader)
     }
 
+    /// `gavel bidder` as a child process (so that a kill is a real SIGKILL).
     fn bidder(&self) -> Service {
         let child = Command::new(env!("CARGO_BIN_EXE_gavel"))
             .args([
@@ -320,6 +320,22 @@ impl Loader {
     }
 
     /// Stops asking new bids, lets every outstanding one be answered, and returns the record.
+    /// The end of every fault: `what` (300 more answers after the recovery), then the clients
+    /// stop; the log and its `FAULT` figures line.
+    async fn finish_after(
+        self,
+        what: &str,
+        name: &str,
+        fault: Instant,
+        recovered: Instant,
+    ) -> (Log, String) {
+        self.wait_answers(300, what).await;
+        let started = self.started;
+        let log = self.finish().await;
+        let line = figures(name, &log, started, fault, recovered);
+        (log, line)
+    }
+
     async fn finish(self) -> Log {
         self.stop.cancel();
         for t in self.tasks {
@@ -608,13 +624,15 @@ async fn bidder_killed_mid_burst_and_restarted() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _bidder = rig.bidder();
     let restarted = Instant::now();
-    loader.wait_answers(300, "300 bids after the restart").await;
-    let started = loader.started;
-    let log = loader.finish().await;
-    eprintln!(
-        "{}",
-        figures("bidder kill -9", &log, started, fault, restarted)
-    );
+    let (log, line) = loader
+        .finish_after(
+            "300 bids after the restart",
+            "bidder kill -9",
+            fault,
+            restarted,
+        )
+        .await;
+    eprintln!("{line}");
     verify(&rig.pool, &lots, &log).await;
 }
 
@@ -630,13 +648,15 @@ async fn nats_server_killed_mid_burst_and_restarted_on_its_store() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     nats.restart().await.unwrap();
     let restarted = Instant::now();
-    loader.wait_answers(300, "300 bids after the restart").await;
-    let started = loader.started;
-    let log = loader.finish().await;
-    eprintln!(
-        "{}",
-        figures("nats-server kill -9", &log, started, fault, restarted)
-    );
+    let (log, line) = loader
+        .finish_after(
+            "300 bids after the restart",
+            "nats-server kill -9",
+            fault,
+            restarted,
+        )
+        .await;
+    eprintln!("{line}");
     verify(&rig.pool, &lots, &log).await;
 }
 
@@ -655,13 +675,15 @@ async fn nats_server_frozen_mid_burst_then_thawed() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     nats.thaw().unwrap();
     let thawed = Instant::now();
-    loader.wait_answers(300, "300 bids after the thaw").await;
-    let started = loader.started;
-    let log = loader.finish().await;
-    eprintln!(
-        "{}",
-        figures("nats-server frozen 6 s", &log, started, fault, thawed)
-    );
+    let (log, line) = loader
+        .finish_after(
+            "300 bids after the thaw",
+            "nats-server frozen 6 s",
+            fault,
+            thawed,
+        )
+        .await;
+    eprintln!("{line}");
     verify(&rig.pool, &lots, &log).await;
     // A message the thawed server hands to the pull the bidder dropped would sit unacked until
     // `ack_wait` (30 s) if the bidder did not notice: every bid is answered well before that.
@@ -759,14 +781,16 @@ async fn two_nodes_of_a_three_node_cluster_killed_no_quorum_then_back() {
     cluster.restart_only(1).await.unwrap();
     cluster.wait_healthy().await.unwrap();
     let back = Instant::now();
-    loader
-        .wait_answers(300, "300 bids after quorum is back")
+    let (log, line) = loader
+        .finish_after(
+            "300 bids after quorum is back",
+            "cluster 2 of 3 nodes kill -9",
+            fault,
+            back,
+        )
         .await;
-    let started = loader.started;
-    let log = loader.finish().await;
     eprintln!(
-        "{} (healthy again {:.1} s after the restart began)",
-        figures("cluster 2 of 3 nodes kill -9", &log, started, fault, back),
+        "{line} (healthy again {:.1} s after the restart began)",
         (back - fault).as_secs_f64() - 3.0,
     );
     verify(&rig.pool, &lots, &log).await;
@@ -808,13 +832,10 @@ async fn postgres_away(crash: bool, name: &str) {
     let answered_while_down = loader.log.lock().unwrap().heard.len() - answered_at_stop;
     pg.start_again().await.unwrap();
     let restarted = Instant::now();
-    loader.wait_answers(300, "300 bids after the restart").await;
-    let started = loader.started;
-    let log = loader.finish().await;
-    eprintln!(
-        "{} ({answered_while_down} answered while Postgres was down)",
-        figures(name, &log, started, fault, restarted)
-    );
+    let (log, line) = loader
+        .finish_after("300 bids after the restart", name, fault, restarted)
+        .await;
+    eprintln!("{line} ({answered_while_down} answered while Postgres was down)");
     assert_eq!(
         acked_early, acked_late,
         "the bidder acked nothing while Postgres was down"

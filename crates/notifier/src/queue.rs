@@ -193,15 +193,7 @@ pub(crate) async fn serve(
         "notifier consuming push jobs"
     );
     'subscribe: loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(concurrency)
-            // A pull request lost on the way is only sent again when it expires (+5 s in
-            // async-nats): a short expiry bounds how long pushes could wait for that.
-            .heartbeat(Duration::from_secs(2))
-            .expires(Duration::from_secs(10))
-            .messages()
-            .await;
+        let messages = bus::pull(&consumer, concurrency).await;
         let mut messages = match messages {
             Ok(m) => m,
             Err(e) => {
