@@ -40,6 +40,13 @@ pub enum Action {
 /// was stored is never applied twice).
 const RESEND_MS: i64 = 1_000;
 
+/// The least time between two ticks of one lot. A hot lot resets its clock many times a second;
+/// one tick per reset would send every screen a frame per bid on top of the `new_bid` (which
+/// already carries the deadline). A reset this soon after the last tick is ticked when the gap
+/// has passed, with the newest deadline: every reset still reaches the screens within this gap
+/// (PROTOCOL.md asks for 100 ms).
+pub const RESET_TICK_GAP_MS: i64 = 50;
+
 /// The clock's knowledge, rebuilt from Postgres on every poll and kept fresh by `AUCTION`.
 #[derive(Debug, Default)]
 pub struct Clock {
@@ -47,6 +54,8 @@ pub struct Clock {
     events: HashMap<EventId, ClockEvent>,
     lanes: HashMap<(EventId, i32), BlockLot>,
     next_tick: HashMap<LotId, i64>,
+    /// When each lot last ticked.
+    last_tick: HashMap<LotId, i64>,
     sent_open: HashMap<LotId, i64>,
     sent_hammer: HashMap<(LotId, i64), i64>,
     sent_start: HashMap<EventId, i64>,
@@ -88,11 +97,13 @@ impl Clock {
         self.lanes = lanes;
         let on_block: HashSet<LotId> = self.lanes.values().map(|l| l.lot_id).collect();
         self.next_tick.retain(|l, _| on_block.contains(l));
+        self.last_tick.retain(|l, _| on_block.contains(l));
         self.sent_open.retain(|l, _| on_block.contains(l));
         self.sent_hammer.retain(|(l, _), _| on_block.contains(l));
     }
 
-    /// Learns from an `AUCTION` message; a reset or a pause/resume ticks at once. Returns
+    /// Learns from an `AUCTION` message; a pause or resume ticks at once, a reset at once or,
+    /// when the lot ticked less than [`RESET_TICK_GAP_MS`] ago, when that gap has passed. Returns
     /// whether Postgres should be read again now (a lot closed: the next one comes from there).
     pub fn on_auction(&mut self, msg: &AuctionMsg, now: i64, out: &mut Vec<Action>) -> bool {
         let (event_id, lane, lot_id, version) = match msg {
@@ -128,8 +139,19 @@ impl Clock {
             _ => {}
         }
         let lot = lot.clone();
-        out.push(tick(&lot, now));
-        self.next_tick.insert(lot.lot_id, now + self.tick_ms);
+        let reset = matches!(msg, AuctionMsg::NewBid(_));
+        match self.last_tick.get(&lot.lot_id) {
+            Some(&last) if reset && now - last < RESET_TICK_GAP_MS => {
+                let at = last + RESET_TICK_GAP_MS;
+                let next = self.next_tick.entry(lot.lot_id).or_insert(at);
+                *next = (*next).min(at);
+            }
+            _ => {
+                out.push(tick(&lot, now));
+                self.next_tick.insert(lot.lot_id, now + self.tick_ms);
+                self.last_tick.insert(lot.lot_id, now);
+            }
+        }
         false
     }
 
@@ -177,6 +199,7 @@ impl Clock {
                         } else if self.next_tick.get(&lot.lot_id).is_none_or(|&t| t <= now) {
                             out.push(tick(lot, now));
                             self.next_tick.insert(lot.lot_id, now + self.tick_ms);
+                            self.last_tick.insert(lot.lot_id, now);
                         }
                     }
                     _ => {}
@@ -403,6 +426,78 @@ mod tests {
             lot_id: l.lot_id,
             expected_version: 2
         }));
+    }
+
+    #[test]
+    fn resets_close_together_share_one_tick_within_the_gap_with_the_newest_deadline() {
+        let mut c = Clock::new(1000);
+        let e = event(true, 1);
+        let l = block(&e, 1, LotState::Open, Some(T0 + 30_000));
+        c.replace_state(vec![e.clone()], vec![l.clone()]);
+        due(&mut c, T0);
+        let bid = |version: i64, at: i64| {
+            AuctionMsg::NewBid(NewBid {
+                lot_id: l.lot_id,
+                event_id: e.id,
+                lane: 1,
+                amount: 100 * version,
+                bidder: "Bidder 1".into(),
+                bid_count: version as i32 - 1,
+                min_next: 100 * version + 100,
+                ends_at: at + 30_000,
+                version,
+                server_time: at,
+            })
+        };
+        let ticks = |out: &[Action]| -> Vec<(i64, i64, i64)> {
+            out.iter()
+                .filter_map(|a| match a {
+                    Action::Tick { update, .. } => {
+                        Some((update.server_time, update.ends_at, update.version))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        // Far from the last tick: at once.
+        c.on_auction(&bid(2, T0 + 500), T0 + 500, &mut out);
+        assert_eq!(ticks(&out), [(T0 + 500, T0 + 30_500, 2)]);
+        // Two more resets within the gap: no tick yet, one when the gap has passed.
+        out.clear();
+        c.on_auction(&bid(3, T0 + 510), T0 + 510, &mut out);
+        c.on_auction(&bid(4, T0 + 530), T0 + 530, &mut out);
+        assert!(ticks(&out).is_empty());
+        assert_eq!(c.next_wakeup(), Some(T0 + 500 + RESET_TICK_GAP_MS));
+        assert!(due(&mut c, T0 + 549).is_empty());
+        assert_eq!(
+            ticks(&due(&mut c, T0 + 550)),
+            [(T0 + 550, T0 + 30_530, 4)],
+            "the newest deadline, within the gap of both resets"
+        );
+        // The regular tick follows tick_ms after that one.
+        assert!(ticks(&due(&mut c, T0 + 1_549)).is_empty());
+        assert_eq!(ticks(&due(&mut c, T0 + 1_550)).len(), 1);
+        // A pause ticks at once, however recent the last tick.
+        out.clear();
+        c.on_auction(
+            &AuctionMsg::LotPaused(LotChange {
+                lot_id: l.lot_id,
+                event_id: e.id,
+                lane: 1,
+                position: 1,
+                state: LotState::Paused,
+                ends_at: Some(T0 + 30_530),
+                remaining_ms: Some(28_970),
+                high: Some(400),
+                min_next: 500,
+                version: 5,
+                server_time: T0 + 1_560,
+            }),
+            T0 + 1_560,
+            &mut out,
+        );
+        assert_eq!(ticks(&out).len(), 1);
     }
 
     #[test]
