@@ -1798,64 +1798,59 @@ struct FloorFigures {
     loadavg_1m: f64,
 }
 
-/// The bare broadcast with the same W watchers: `new_bid`s at Gavel's rate of them, a tick
-/// every tick_ms; the same clients, the same receipts.
-/// When the floor sends its frames: `new_bid`s at the rate Gavel's run announced them, and ticks
-/// as Gavel's ticker sends them, so both carry the same frames to the watchers: a tick right
-/// after each reset (no sooner than [`ticker::plan::RESET_TICK_GAP_MS`] after the last one), and
-/// one `tick_ms` after the last when no bid came.
+/// When the floor sends its frames, in ms since it started: `new_bid`s at the rate Gavel's run
+/// announced them, and ticks when Gavel's ticker would send them
+/// ([`ticker::plan::reset_tick_at`] after each `new_bid`, `tick_ms` after the last tick
+/// otherwise), so both carry the same frames to the watchers.
 struct FloorClock {
-    bid_every: Duration,
-    tick_every: Duration,
-    gap: Duration,
-    next_bid: Instant,
-    next_tick: Instant,
-    last_tick: Option<Instant>,
+    /// ms between `new_bid`s; `None` when Gavel's run announced none.
+    bid_every_ms: Option<f64>,
+    tick_ms: i64,
+    bids: u64,
+    next_tick: i64,
+    last_tick: Option<i64>,
 }
 
 impl FloorClock {
-    fn new(start: Instant, new_bid_rate: f64, tick_ms: i64) -> Self {
-        // No new_bid at all when Gavel's run announced none.
-        let (bid_every, first_bid) = if new_bid_rate > 0.0 {
-            (Duration::from_secs_f64(1.0 / new_bid_rate), start)
-        } else {
-            (
-                Duration::from_secs(86_400),
-                start + Duration::from_secs(86_400),
-            )
-        };
+    fn new(new_bid_rate: f64, tick_ms: i64) -> Self {
         Self {
-            bid_every,
-            tick_every: Duration::from_millis(tick_ms.max(10) as u64),
-            gap: Duration::from_millis(ticker::plan::RESET_TICK_GAP_MS as u64),
-            next_bid: first_bid,
-            next_tick: start,
+            bid_every_ms: (new_bid_rate > 0.0).then(|| 1_000.0 / new_bid_rate),
+            tick_ms: tick_ms.max(10),
+            bids: 0,
+            next_tick: 0,
             last_tick: None,
         }
     }
 
+    fn next_bid(&self) -> i64 {
+        self.bid_every_ms
+            .map_or(i64::MAX, |every| (self.bids as f64 * every) as i64)
+    }
+
     /// Whether a `new_bid`, then a tick, is due at `now`.
-    fn due(&mut self, now: Instant) -> (bool, bool) {
-        let bid = now >= self.next_bid;
+    fn due(&mut self, now: i64) -> (bool, bool) {
+        let bid = now >= self.next_bid();
         if bid {
-            self.next_bid += self.bid_every;
-            let reset_tick = self.last_tick.map_or(now, |t| (t + self.gap).max(now));
-            self.next_tick = self.next_tick.min(reset_tick);
+            self.bids += 1;
+            let reset = ticker::plan::reset_tick_at(self.last_tick, now);
+            self.next_tick = self.next_tick.min(reset);
         }
         let tick = now >= self.next_tick;
         if tick {
             self.last_tick = Some(now);
-            self.next_tick = now + self.tick_every;
+            self.next_tick = now + self.tick_ms;
         }
         (bid, tick)
     }
 
     /// When something is next due.
-    fn next(&self) -> Instant {
-        self.next_bid.min(self.next_tick)
+    fn next(&self) -> i64 {
+        self.next_bid().min(self.next_tick)
     }
 }
 
+/// The bare broadcast with the same W watchers, sent the frames [`FloorClock`] says; the same
+/// clients, the same receipts.
 async fn run_floor(plan: &Plan, new_bid_rate: f64, bars: &Bars) -> anyhow::Result<FloorFigures> {
     let (mut child, pid, addr, mut stdin) = crate::bench_fanout::spawn_floor().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1891,11 +1886,11 @@ async fn run_floor(plan: &Plan, new_bid_rate: f64, bars: &Bars) -> anyhow::Resul
     let run = bars.bar((plan.floor_seconds * 10.0) as u64, "floor broadcasting");
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(plan.floor_seconds);
-    let mut clock = FloorClock::new(started, new_bid_rate, plan.tick_ms);
+    let mut clock = FloorClock::new(new_bid_rate, plan.tick_ms);
     let mut triggers: HashMap<i64, u64> = HashMap::new();
     let mut n = 0i64;
     while Instant::now() < end {
-        let (bid, tick) = clock.due(Instant::now());
+        let (bid, tick) = clock.due(started.elapsed().as_millis() as i64);
         if bid {
             triggers.insert(n, shared.now());
             stdin.write_all(format!("send {n}\n").as_bytes()).await?;
@@ -1908,7 +1903,8 @@ async fn run_floor(plan: &Plan, new_bid_rate: f64, bars: &Bars) -> anyhow::Resul
             stdin.flush().await?;
         }
         run.set_position((started.elapsed().as_secs_f64() * 10.0) as u64);
-        tokio::time::sleep_until(clock.next().into()).await;
+        tokio::time::sleep_until((started + Duration::from_millis(clock.next() as u64)).into())
+            .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let window = started.elapsed().as_secs_f64();
@@ -2330,29 +2326,23 @@ mod tests {
 
     #[test]
     fn the_floor_ticks_after_each_new_bid_like_the_ticker() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
         // 5 new_bids a second (one every 200 ms), ticks every second without a bid.
-        let mut c = FloorClock::new(t0, 5.0, 1_000);
-        assert_eq!(c.due(ms(0)), (true, true));
-        assert_eq!(c.next(), ms(200));
-        assert_eq!(
-            c.due(ms(200)),
-            (true, true),
-            "a tick right after each new_bid"
-        );
+        let mut c = FloorClock::new(5.0, 1_000);
+        assert_eq!(c.due(0), (true, true));
+        assert_eq!(c.next(), 200);
+        assert_eq!(c.due(200), (true, true), "a tick right after each new_bid");
         // 50 new_bids a second (one every 20 ms): ticks no closer than the ticker's gap.
-        let mut c = FloorClock::new(t0, 50.0, 1_000);
-        assert_eq!(c.due(ms(0)), (true, true));
-        assert_eq!(c.due(ms(20)), (true, false));
-        assert_eq!(c.due(ms(40)), (true, false));
-        assert_eq!(c.next(), ms(50));
-        assert_eq!(c.due(ms(50)), (false, true));
+        let mut c = FloorClock::new(50.0, 1_000);
+        assert_eq!(c.due(0), (true, true));
+        assert_eq!(c.due(20), (true, false));
+        assert_eq!(c.due(40), (true, false));
+        assert_eq!(c.next(), 50);
+        assert_eq!(c.due(50), (false, true));
         // No bids: a tick every tick_ms.
-        let mut c = FloorClock::new(t0, 0.0, 1_000);
-        assert_eq!(c.due(ms(0)), (false, true));
-        assert_eq!(c.due(ms(999)), (false, false));
-        assert_eq!(c.due(ms(1_000)), (false, true));
+        let mut c = FloorClock::new(0.0, 1_000);
+        assert_eq!(c.due(0), (false, true));
+        assert_eq!(c.due(999), (false, false));
+        assert_eq!(c.due(1_000), (false, true));
     }
 
     #[test]

@@ -319,7 +319,6 @@ impl Loader {
         .unwrap();
     }
 
-    /// Stops asking new bids, lets every outstanding one be answered, and returns the record.
     /// The end of every fault: `what` (300 more answers after the recovery), then the clients
     /// stop; the log and its `FAULT` figures line.
     async fn finish_after(
@@ -336,6 +335,7 @@ impl Loader {
         (log, line)
     }
 
+    /// Stops asking new bids, lets every outstanding one be answered, and returns the record.
     async fn finish(self) -> Log {
         self.stop.cancel();
         for t in self.tasks {

@@ -47,6 +47,12 @@ const RESEND_MS: i64 = 1_000;
 /// (PROTOCOL.md asks for 100 ms).
 pub const RESET_TICK_GAP_MS: i64 = 50;
 
+/// When the tick of a reset is due: at once, or [`RESET_TICK_GAP_MS`] after the lot's last tick
+/// when that was sooner.
+pub fn reset_tick_at(last_tick: Option<i64>, now: i64) -> i64 {
+    last_tick.map_or(now, |t| (t + RESET_TICK_GAP_MS).max(now))
+}
+
 /// The clock's knowledge, rebuilt from Postgres on every poll and kept fresh by `AUCTION`.
 #[derive(Debug, Default)]
 pub struct Clock {
@@ -139,18 +145,19 @@ impl Clock {
             _ => {}
         }
         let lot = lot.clone();
-        let reset = matches!(msg, AuctionMsg::NewBid(_));
-        match self.last_tick.get(&lot.lot_id) {
-            Some(&last) if reset && now - last < RESET_TICK_GAP_MS => {
-                let at = last + RESET_TICK_GAP_MS;
-                let next = self.next_tick.entry(lot.lot_id).or_insert(at);
-                *next = (*next).min(at);
-            }
-            _ => {
-                out.push(tick(&lot, now));
-                self.next_tick.insert(lot.lot_id, now + self.tick_ms);
-                self.last_tick.insert(lot.lot_id, now);
-            }
+        let at = match msg {
+            AuctionMsg::NewBid(_) => reset_tick_at(self.last_tick.get(&lot.lot_id).copied(), now),
+            _ => now,
+        };
+        if at > now {
+            self.next_tick
+                .entry(lot.lot_id)
+                .and_modify(|t| *t = (*t).min(at))
+                .or_insert(at);
+        } else {
+            out.push(tick(&lot, now));
+            self.next_tick.insert(lot.lot_id, now + self.tick_ms);
+            self.last_tick.insert(lot.lot_id, now);
         }
         false
     }
@@ -306,6 +313,46 @@ mod tests {
         }
     }
 
+    /// An accepted bid at `at` on `l`: the clock reset to `at` + 30 s.
+    fn new_bid(e: &ClockEvent, l: &BlockLot, version: i64, at: i64) -> AuctionMsg {
+        AuctionMsg::NewBid(NewBid {
+            lot_id: l.lot_id,
+            event_id: e.id,
+            lane: l.lane,
+            amount: 100 * version,
+            bidder: "Bidder 1".into(),
+            bid_count: version as i32 - 1,
+            min_next: 100 * version + 100,
+            ends_at: at + 30_000,
+            version,
+            server_time: at,
+        })
+    }
+
+    /// `l` changed to `state` at this version.
+    fn change(
+        e: &ClockEvent,
+        l: &BlockLot,
+        state: LotState,
+        version: i64,
+        ends_at: Option<i64>,
+        remaining_ms: Option<i64>,
+    ) -> LotChange {
+        LotChange {
+            lot_id: l.lot_id,
+            event_id: e.id,
+            lane: l.lane,
+            position: 1,
+            state,
+            ends_at,
+            remaining_ms,
+            high: None,
+            min_next: 100,
+            version,
+            server_time: T0,
+        }
+    }
+
     fn due(c: &mut Clock, now: i64) -> Vec<Action> {
         let mut out = Vec::new();
         c.due(now, &mut out);
@@ -393,18 +440,7 @@ mod tests {
         let l = block(&e, 1, LotState::Open, Some(T0 + 100));
         c.replace_state(vec![e.clone()], vec![l.clone()]);
         due(&mut c, T0);
-        let nb = AuctionMsg::NewBid(NewBid {
-            lot_id: l.lot_id,
-            event_id: e.id,
-            lane: 1,
-            amount: 100,
-            bidder: "Bidder 1".into(),
-            bid_count: 1,
-            min_next: 200,
-            ends_at: T0 + 30_050,
-            version: 2,
-            server_time: T0 + 50,
-        });
+        let nb = new_bid(&e, &l, 2, T0 + 50);
         let mut out = Vec::new();
         assert!(!c.on_auction(&nb, T0 + 52, &mut out));
         assert!(
@@ -435,20 +471,7 @@ mod tests {
         let l = block(&e, 1, LotState::Open, Some(T0 + 30_000));
         c.replace_state(vec![e.clone()], vec![l.clone()]);
         due(&mut c, T0);
-        let bid = |version: i64, at: i64| {
-            AuctionMsg::NewBid(NewBid {
-                lot_id: l.lot_id,
-                event_id: e.id,
-                lane: 1,
-                amount: 100 * version,
-                bidder: "Bidder 1".into(),
-                bid_count: version as i32 - 1,
-                min_next: 100 * version + 100,
-                ends_at: at + 30_000,
-                version,
-                server_time: at,
-            })
-        };
+        let bid = |version: i64, at: i64| new_bid(&e, &l, version, at);
         let ticks = |out: &[Action]| -> Vec<(i64, i64, i64)> {
             out.iter()
                 .filter_map(|a| match a {
@@ -481,19 +504,14 @@ mod tests {
         // A pause ticks at once, however recent the last tick.
         out.clear();
         c.on_auction(
-            &AuctionMsg::LotPaused(LotChange {
-                lot_id: l.lot_id,
-                event_id: e.id,
-                lane: 1,
-                position: 1,
-                state: LotState::Paused,
-                ends_at: Some(T0 + 30_530),
-                remaining_ms: Some(28_970),
-                high: Some(400),
-                min_next: 500,
-                version: 5,
-                server_time: T0 + 1_560,
-            }),
+            &AuctionMsg::LotPaused(change(
+                &e,
+                &l,
+                LotState::Paused,
+                5,
+                Some(T0 + 30_530),
+                Some(28_970),
+            )),
             T0 + 1_560,
             &mut out,
         );
@@ -506,18 +524,8 @@ mod tests {
         let e = event(true, 1);
         let l = block(&e, 1, LotState::Open, Some(T0 + 10_000));
         c.replace_state(vec![e.clone()], vec![l.clone()]);
-        let change = |state, version, ends_at, remaining_ms| LotChange {
-            lot_id: l.lot_id,
-            event_id: e.id,
-            lane: 1,
-            position: 1,
-            state,
-            ends_at,
-            remaining_ms,
-            high: None,
-            min_next: 100,
-            version,
-            server_time: T0,
+        let change = |state, version, ends_at, remaining_ms| {
+            change(&e, &l, state, version, ends_at, remaining_ms)
         };
         let mut out = Vec::new();
         c.on_auction(
