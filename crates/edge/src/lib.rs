@@ -104,7 +104,6 @@ pub(crate) struct State {
     pub(crate) allowed_origins: Vec<String>,
     /// Partitions of `BIDS`, to address a lot's subject as the bidder consumes it.
     pub(crate) partitions: u16,
-    pub(crate) shutdown: CancellationToken,
 }
 
 impl State {
@@ -199,7 +198,6 @@ pub async fn serve_on(
         hub,
         allowed_origins,
         partitions: config.partitions,
-        shutdown: shutdown.clone(),
     });
     tracing::info!(%addr, auth_rate = config.auth_rate, bid_rate = config.bid_rate, "edge listening");
     let server = server::serve(
@@ -225,7 +223,13 @@ pub async fn serve_on(
             }
         }
     };
-    tokio::join!(server, housekeeping, router);
+    // Every socket closes itself (1001) once the edge stops; they read this flag when they
+    // wake instead of each polling the shutdown token.
+    let stop_sockets = async {
+        shutdown.cancelled().await;
+        state.hub.stop_sockets();
+    };
+    tokio::join!(server, housekeeping, router, stop_sockets);
     tracing::info!(%addr, "edge stopped");
     Ok(())
 }

@@ -14,7 +14,7 @@
 
 use crate::auth::Caller;
 use crate::error::ApiErr;
-use crate::live::{self, Conn, MAX_QUEUED_FRAMES};
+use crate::live::{self, Conn, Ending, MAX_QUEUED_FRAMES};
 use crate::State;
 use futures::{SinkExt, StreamExt};
 use schemas::frames::{
@@ -171,6 +171,16 @@ async fn start(state: Arc<State>, caller: Caller, upgraded: hyper::upgrade::Upgr
 /// Why the edge ends a socket.
 type Close = Option<(CloseCode, &'static str)>;
 
+const TOO_SLOW: (CloseCode, &str) = (CloseCode::Policy, "too slow: frames were waiting");
+const STOPPING: (CloseCode, &str) = (CloseCode::Away, "the edge is stopping");
+
+fn close_for(ending: Ending) -> Close {
+    Some(match ending {
+        Ending::Slow => TOO_SLOW,
+        Ending::Stopping => STOPPING,
+    })
+}
+
 async fn socket<S>(mut ws: WebSocketStream<S>, state: Arc<State>, caller: Caller)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -178,29 +188,25 @@ where
     let hub = state.hub.clone();
     let conn = hub.connect(caller.user);
     let mut subscribed: HashSet<EventId> = HashSet::new();
-    // Built once: a fresh wait on each token per frame would lock them every time.
-    let (slow_token, stop_token) = (conn.slow.clone(), state.shutdown.clone());
-    let slow = slow_token.cancelled();
-    let stopping = stop_token.cancelled();
-    tokio::pin!(slow, stopping);
     let close: Close = loop {
         tokio::select! {
             biased;
-            _ = &mut slow => break Some((CloseCode::Policy, "too slow: frames were waiting")),
-            _ = &mut stopping => break Some((CloseCode::Away, "the edge is stopping")),
+            // Frames to write, or the hub says the socket must end (it fell behind, or the
+            // edge is stopping): either way the flag is read here, first.
             _ = conn.ready() => {
-                tokio::select! {
-                    r = tokio::time::timeout(STALL, write_batch(&mut ws, &conn)) => match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => {
-                            hub.metrics.dropped.with_label_values(&["stalled"]).inc();
-                            break None;
-                        }
-                    },
-                    // Stuck in a write while the queue overflowed: the close frame goes after
-                    // what is already on its way, if the client ever reads it.
-                    _ = &mut slow => break Some((CloseCode::Policy, "too slow: frames were waiting")),
+                if let Some(ending) = conn.ending() {
+                    break close_for(ending);
+                }
+                match write_queued(&mut ws, &conn).await {
+                    Written::Yes => {}
+                    Written::Failed => break None,
+                    Written::Stalled => {
+                        hub.metrics.dropped.with_label_values(&["stalled"]).inc();
+                        break None;
+                    }
+                    // Stuck in a write when it had to end: the close frame goes after what is
+                    // already on its way, if the client ever reads it.
+                    Written::Ending(ending) => break close_for(ending),
                 }
             }
             msg = ws.next() => match msg {
@@ -247,19 +253,50 @@ where
     hub.disconnect(&conn);
 }
 
-/// Writes what is queued (up to [`MAX_BATCH`] frames) with one flush.
+/// How a write of the queued frames went.
+enum Written {
+    Yes,
+    Failed,
+    /// The client read nothing for [`STALL`].
+    Stalled,
+    /// The socket must end while the write waits.
+    Ending(Ending),
+}
+
+/// Writes what is queued. Most writes finish at once (the kernel takes them); only one that
+/// waits on the client gets a [`STALL`] timer and listens for the alarm.
+async fn write_queued<S>(ws: &mut WebSocketStream<S>, conn: &Conn) -> Written
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let write = write_batch(ws, conn);
+    tokio::pin!(write);
+    let done = match futures::poll!(&mut write) {
+        std::task::Poll::Ready(done) => done,
+        std::task::Poll::Pending => tokio::select! {
+            biased;
+            done = &mut write => done,
+            _ = conn.alarm() => match conn.ending() {
+                Some(ending) => return Written::Ending(ending),
+                // Not reached: the alarm only sounds once the flag is set.
+                None => write.await,
+            },
+            _ = tokio::time::sleep(STALL) => return Written::Stalled,
+        },
+    };
+    match done {
+        Ok(()) => Written::Yes,
+        Err(_) => Written::Failed,
+    }
+}
+
+/// Writes what is queued (up to [`MAX_BATCH`] frames, taken with one lock) with one flush.
 async fn write_batch<S>(ws: &mut WebSocketStream<S>, conn: &Conn) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut n = 0;
-    while n < MAX_BATCH {
-        let Some(frame) = conn.pop() else { break };
+    for frame in conn.take(MAX_BATCH) {
         ws.feed(Message::Text(frame)).await?;
-        n += 1;
-    }
-    if n == MAX_BATCH {
-        conn.wake_if_waiting();
     }
     ws.flush().await
 }

@@ -308,6 +308,46 @@ async fn two_hundred_watchers_get_every_bid_in_order_and_a_stalled_one_is_droppe
     }
 }
 
+/// How the socket ended: its close frame's code and reason.
+async fn close_of(ws: &mut Ws) -> Option<(CloseCode, String)> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| (c.code, c.reason.to_string())),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the socket ended in time")
+}
+
+#[tokio::test]
+async fn a_stopping_edge_closes_every_socket_with_going_away() {
+    let env = Env::start().await;
+    let (event, _lots, _bidder) = open_sale(&env, 1).await;
+    let users = env.users(1, true).await;
+    let e = edge(&env, |_| {}).await;
+    let t = token(users[0]);
+    let mut watcher = connect(e.addr, &t).await;
+    send(
+        &mut watcher,
+        json!({"type": "subscribe", "event_id": event}),
+    )
+    .await;
+    next_of(&mut watcher, "snapshot").await;
+    // A socket that watches nothing; its pong shows the edge runs it.
+    let mut idle = connect(e.addr, &t).await;
+    send(&mut idle, json!({"type": "ping", "t": 1})).await;
+    next_of(&mut idle, "pong").await;
+
+    e.stop.cancel();
+    let going_away = Some((CloseCode::Away, "the edge is stopping".to_string()));
+    assert_eq!(close_of(&mut watcher).await, going_away);
+    assert_eq!(close_of(&mut idle).await, going_away);
+}
+
 #[tokio::test]
 async fn bad_frames_get_their_documented_answers_and_the_socket_stays() {
     let env = Env::start().await;

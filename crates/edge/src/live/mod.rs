@@ -29,7 +29,7 @@ use schemas::trace::TraceParent;
 use schemas::{EventId, LotId, UserId};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::PgPool;
@@ -60,14 +60,34 @@ pub(crate) fn encode(frame: &ServerFrame) -> Frame {
 /// The hub's side of one socket: where its frames go and how to close it. The queue is a plain
 /// deque behind a lock (empty, it holds no memory; a bounded channel would keep a block of slots
 /// per idle socket) with a `Notify` to wake the socket.
+///
+/// Why the socket must end (it fell behind, the edge is stopping) is a flag the socket reads
+/// when it wakes, not a future it polls: a socket task wakes for every frame, and polling a
+/// cancellation token takes its lock (the edge's shutdown token, shared by every socket, was
+/// one lock taken 10,000 times a frame by 10,000 watchers).
 pub(crate) struct Conn {
     pub(crate) id: u64,
     pub(crate) user: UserId,
     queue: Mutex<Queue>,
+    /// Frames wait, or the socket must end.
     ready: Notify,
-    /// Cancelled when the socket fell behind; the socket closes itself with 1008.
-    pub(crate) slow: CancellationToken,
+    /// The socket must end: wakes a socket stuck in a write.
+    alarm: Notify,
+    /// [`SLOW`] and [`STOPPING`], set once each.
+    ending: AtomicU8,
     metrics: Metrics,
+}
+
+/// The socket fell behind: it closes itself with 1008.
+const SLOW: u8 = 1;
+/// The edge is stopping: the socket closes with 1001.
+const STOPPING: u8 = 2;
+
+/// Why a socket must end; falling behind comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Slow,
+    Stopping,
 }
 
 #[derive(Default)]
@@ -86,7 +106,8 @@ impl Conn {
             user,
             queue: Mutex::default(),
             ready: Notify::new(),
-            slow: CancellationToken::new(),
+            alarm: Notify::new(),
+            ending: AtomicU8::new(0),
             metrics,
         })
     }
@@ -96,7 +117,7 @@ impl Conn {
     pub(crate) fn push(&self, frame: &Frame) -> bool {
         {
             let mut q = self.queue.lock().expect("queue lock");
-            if q.closed || self.slow.is_cancelled() {
+            if q.closed || self.is_slow() {
                 return false;
             }
             if q.frames.len() >= MAX_QUEUED_FRAMES || q.bytes + frame.len() > MAX_QUEUED_BYTES {
@@ -112,28 +133,51 @@ impl Conn {
         true
     }
 
-    /// Waits until frames may be waiting.
+    /// Waits until frames may be waiting or the socket must end ([`Conn::ending`]).
     pub(crate) async fn ready(&self) {
         self.ready.notified().await
     }
 
-    /// The next waiting frame.
-    pub(crate) fn pop(&self) -> Option<Frame> {
-        let mut q = self.queue.lock().expect("queue lock");
-        let frame = q.frames.pop_front()?;
-        q.bytes -= frame.len();
-        if q.frames.is_empty() && q.frames.capacity() > 64 {
-            // A burst is over: give its memory back.
-            q.frames = VecDeque::new();
-        }
-        Some(frame)
+    /// Waits until the socket must end (after [`Conn::ending`] says so).
+    pub(crate) async fn alarm(&self) {
+        self.alarm.notified().await
     }
 
-    /// Whether frames wait (the socket wakes itself again after a full batch).
-    pub(crate) fn wake_if_waiting(&self) {
-        if !self.queue.lock().expect("queue lock").frames.is_empty() {
+    /// Why the socket must end, if it must.
+    pub(crate) fn ending(&self) -> Option<Ending> {
+        let flags = self.ending.load(Ordering::Acquire);
+        if flags & SLOW != 0 {
+            Some(Ending::Slow)
+        } else if flags & STOPPING != 0 {
+            Some(Ending::Stopping)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn is_slow(&self) -> bool {
+        self.ending.load(Ordering::Acquire) & SLOW != 0
+    }
+
+    /// The waiting frames, up to `max` of them, taken with one lock. When more wait, the
+    /// socket is woken again for them.
+    pub(crate) fn take(&self, max: usize) -> VecDeque<Frame> {
+        let (frames, more) = {
+            let mut q = self.queue.lock().expect("queue lock");
+            if q.frames.len() <= max {
+                // The whole deque: its memory leaves with it, so an idle socket holds none.
+                q.bytes = 0;
+                (std::mem::take(&mut q.frames), false)
+            } else {
+                let frames: VecDeque<Frame> = q.frames.drain(..max).collect();
+                q.bytes -= frames.iter().map(|f| f.len()).sum::<usize>();
+                (frames, true)
+            }
+        };
+        if more {
             self.ready.notify_one();
         }
+        frames
     }
 
     /// The socket ended: nothing more is queued, what waits is freed.
@@ -144,11 +188,26 @@ impl Conn {
         q.bytes = 0;
     }
 
+    /// The edge is stopping: the socket closes itself with 1001.
+    pub(crate) fn stop(&self) {
+        self.end(STOPPING);
+    }
+
     fn fell_behind(&self) {
-        if !self.slow.is_cancelled() {
+        if self.end(SLOW) {
             self.metrics.dropped.with_label_values(&["slow"]).inc();
-            self.slow.cancel();
         }
+    }
+
+    /// Sets `flag` and wakes the socket; whether it was newly set.
+    fn end(&self, flag: u8) -> bool {
+        let before = self.ending.fetch_or(flag, Ordering::AcqRel);
+        if before & flag != 0 {
+            return false;
+        }
+        self.ready.notify_one();
+        self.alarm.notify_one();
+        true
     }
 }
 
@@ -345,14 +404,23 @@ impl Hub {
     pub(crate) fn connect(&self, user: UserId) -> Arc<Conn> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let conn = Conn::new(id, user, self.metrics.clone());
-        self.users
-            .lock()
-            .expect("users lock")
-            .entry(user)
-            .or_default()
-            .push(conn.clone());
+        let mut users = self.users.lock().expect("users lock");
+        // Checked under the lock `stop_sockets` takes: a socket either is in the table it
+        // walks or sees the edge stopping here.
+        if self.shutdown.is_cancelled() {
+            conn.stop();
+        }
+        users.entry(user).or_default().push(conn.clone());
+        drop(users);
         self.metrics.connections.inc();
         conn
+    }
+
+    /// The edge is stopping: every socket closes itself (1001) after what it is writing.
+    pub(crate) fn stop_sockets(&self) {
+        for conn in self.users.lock().expect("users lock").values().flatten() {
+            conn.stop();
+        }
     }
 
     /// A socket closed.
@@ -609,5 +677,97 @@ pub(crate) fn refused(idem: String, lot_id: LotId, reason: RejectReason) -> BidR
         min_next: None,
         version: None,
         retryable: reason.retryable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    fn conn() -> Arc<Conn> {
+        Conn::new(1, UserId(uuid::Uuid::nil()), Metrics::new())
+    }
+
+    fn frame(n: usize) -> Frame {
+        Utf8Bytes::from(format!("frame {n}"))
+    }
+
+    /// Whether `fut` is done at its first poll.
+    fn is_ready(fut: impl Future) -> bool {
+        let fut = pin!(fut);
+        fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+    }
+
+    fn slow_count(c: &Conn) -> u64 {
+        c.metrics.dropped.with_label_values(&["slow"]).get()
+    }
+
+    #[test]
+    fn one_take_returns_the_waiting_frames_in_order_and_wakes_again_for_the_rest() {
+        let c = conn();
+        assert!(c.take(64).is_empty());
+        for n in 0..3 {
+            assert!(c.push(&frame(n)));
+        }
+        assert!(is_ready(c.ready()), "a pushed frame wakes the socket");
+        let got: Vec<Frame> = c.take(64).into_iter().collect();
+        assert_eq!(got, vec![frame(0), frame(1), frame(2)]);
+        assert!(!is_ready(c.ready()), "nothing waits: no wake");
+
+        for n in 0..5 {
+            c.push(&frame(n));
+        }
+        let _ = is_ready(c.ready());
+        assert_eq!(c.take(2).len(), 2);
+        assert!(
+            is_ready(c.ready()),
+            "frames still wait: the socket is woken again"
+        );
+        let rest: Vec<Frame> = c.take(64).into_iter().collect();
+        assert_eq!(rest, vec![frame(2), frame(3), frame(4)]);
+        assert!(c.ending().is_none());
+    }
+
+    #[test]
+    fn a_full_queue_marks_the_socket_slow_once_and_sounds_its_alarm() {
+        let c = conn();
+        for n in 0..MAX_QUEUED_FRAMES {
+            assert!(c.push(&frame(n)));
+        }
+        assert!(!is_ready(c.alarm()), "no alarm while the socket keeps up");
+        assert!(!c.push(&frame(MAX_QUEUED_FRAMES)), "one more is refused");
+        assert_eq!(c.ending(), Some(Ending::Slow));
+        assert!(c.is_slow());
+        assert!(is_ready(c.alarm()), "a socket stuck in a write hears it");
+        assert!(!c.push(&frame(0)), "a slow socket takes nothing more");
+        assert_eq!(slow_count(&c), 1, "counted once");
+    }
+
+    #[test]
+    fn a_byte_limit_counts_too_and_taken_frames_free_their_bytes() {
+        let c = conn();
+        let big = Utf8Bytes::from("x".repeat(MAX_QUEUED_BYTES / 2));
+        assert!(c.push(&big));
+        assert!(c.push(&big));
+        assert_eq!(c.take(1).len(), 1);
+        assert!(c.push(&big), "the taken frame's bytes no longer count");
+        assert!(!c.push(&big), "three halves are over the limit");
+        assert_eq!(c.ending(), Some(Ending::Slow));
+    }
+
+    #[test]
+    fn stopping_wakes_an_idle_socket_and_falling_behind_comes_first() {
+        let c = conn();
+        c.stop();
+        assert_eq!(c.ending(), Some(Ending::Stopping));
+        assert!(is_ready(c.ready()), "an idle socket wakes to close");
+        assert!(c.push(&frame(0)), "a stopping socket still takes frames");
+        assert!(!c.is_slow());
+        c.fell_behind();
+        assert_eq!(c.ending(), Some(Ending::Slow));
+        assert_eq!(slow_count(&c), 1);
     }
 }

@@ -60,7 +60,7 @@ async fn run(hub: Arc<Hub>, event: EventId, mut rx: mpsc::UnboundedReceiver<Room
             RoomCmd::Leave(id) => room.subs.retain(|c| c.id != id),
             RoomCmd::Reload => room.reload().await,
         }
-        room.subs.retain(|c| !c.slow.is_cancelled());
+        room.subs.retain(|c| !c.is_slow());
         if room.subs.is_empty() && hub.room_may_end(event, || rx.is_empty()) {
             return;
         }
