@@ -110,12 +110,16 @@ pub struct NightBench {
     #[arg(long)]
     tick_ms: Option<i64>,
     /// Also run the bare tokio-tungstenite broadcast (the floor) with the same watchers, fed
-    /// the same rate of frames, and print the fan-out figures as ratios to it.
+    /// the same frames, and print the fan-out figures as ratios to it.
     #[arg(long)]
     floor: bool,
     /// Seconds the floor runs (default: the run's duration, at most 20).
     #[arg(long)]
     floor_seconds: Option<f64>,
+    /// When the floor sends its `new_bid`s: `replay` at the moments Gavel's run announced its
+    /// own (the same gaps and bursts), or `even`, evenly spaced at the same rate.
+    #[arg(long, value_enum, default_value_t = FloorPace::Replay)]
+    floor_pace: FloorPace,
     /// Watchers share this many accounts (a user's many devices; registering 10,000 users
     /// would be a bench of argon2).
     #[arg(long, default_value_t = 20)]
@@ -145,7 +149,18 @@ struct Plan {
     tick_ms: i64,
     floor: bool,
     floor_seconds: f64,
+    floor_pace: FloorPace,
     watcher_accounts: usize,
+}
+
+/// How the floor paces its `new_bid`s.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum FloorPace {
+    /// At the offsets Gavel's run announced them.
+    Replay,
+    /// Evenly spaced at Gavel's rate.
+    Even,
 }
 
 impl Plan {
@@ -189,6 +204,7 @@ impl Plan {
             tick_ms: o.tick_ms.unwrap_or(1000),
             floor: o.floor || p.9,
             floor_seconds: o.floor_seconds.unwrap_or(duration_s.min(20.0)),
+            floor_pace: o.floor_pace,
             watcher_accounts: 0,
         };
         let plan = Plan {
@@ -500,6 +516,14 @@ async fn night(o: NightBench) -> anyhow::Result<()> {
 
     // The figures of Gavel's run, then its servers go (the floor gets the machine).
     let gavel = Figures::of(&shared, &monitor, plan.watchers, epoch0_us, kib_per_conn);
+    let announced_ns: Vec<u64> = monitor
+        .state
+        .lock()
+        .expect("monitor")
+        .announced
+        .values()
+        .copied()
+        .collect();
     let monitor_summary = monitor.summary();
     drop(monitor);
     let _ = edge.kill().await;
@@ -510,8 +534,14 @@ async fn night(o: NightBench) -> anyhow::Result<()> {
     let _ = db.drop_now().await;
 
     let floor = if plan.floor {
-        let nb_rate = (gavel.new_bids as f64 / window.as_secs_f64()).max(1.0);
-        Some(run_floor(&plan, nb_rate, &bars).await?)
+        let clock = match plan.floor_pace {
+            FloorPace::Replay => FloorClock::replay(&announced_ns, plan.tick_ms),
+            FloorPace::Even => {
+                let rate = (gavel.new_bids as f64 / window.as_secs_f64()).max(1.0);
+                FloorClock::even(rate, plan.floor_seconds, plan.tick_ms)
+            }
+        };
+        Some(run_floor(&plan, clock, &bars).await?)
     } else {
         None
     };
@@ -1791,6 +1821,7 @@ fn compare(views: &[Arc<Mutex<View>>], truth: &Truth) -> Vec<String> {
 #[derive(Debug, Clone, serde::Serialize)]
 struct FloorFigures {
     seconds: f64,
+    pace: FloorPace,
     new_bid_rate: f64,
     figures: Figures,
     server_cores: f64,
@@ -1798,23 +1829,24 @@ struct FloorFigures {
     loadavg_1m: f64,
 }
 
-/// When the floor sends its frames, in ms since it started: `new_bid`s at the rate Gavel's run
-/// announced them, and ticks when Gavel's ticker would send them
-/// ([`ticker::plan::reset_tick_at`] after each `new_bid`, `tick_ms` after the last tick
-/// otherwise), so both carry the same frames to the watchers.
+/// When the floor sends its frames, in ms since it started: `new_bid`s at the offsets Gavel's run
+/// announced them ([`FloorPace::Replay`]: the same gaps and bursts) or evenly at its rate, and
+/// ticks when Gavel's ticker would send them ([`ticker::plan::reset_tick_at`] after each
+/// `new_bid`, `tick_ms` after the last tick otherwise), so both carry the same frames to the
+/// watchers.
 struct FloorClock {
-    /// ms between `new_bid`s; `None` when Gavel's run announced none.
-    bid_every_ms: Option<f64>,
+    /// When each `new_bid` is due, ascending.
+    bid_at: Vec<i64>,
     tick_ms: i64,
-    bids: u64,
+    bids: usize,
     next_tick: i64,
     last_tick: Option<i64>,
 }
 
 impl FloorClock {
-    fn new(new_bid_rate: f64, tick_ms: i64) -> Self {
+    fn new(bid_at: Vec<i64>, tick_ms: i64) -> Self {
         Self {
-            bid_every_ms: (new_bid_rate > 0.0).then(|| 1_000.0 / new_bid_rate),
+            bid_at,
             tick_ms: tick_ms.max(10),
             bids: 0,
             next_tick: 0,
@@ -1822,12 +1854,34 @@ impl FloorClock {
         }
     }
 
-    fn next_bid(&self) -> i64 {
-        self.bid_every_ms
-            .map_or(i64::MAX, |every| (self.bids as f64 * every) as i64)
+    /// `new_bid`s at Gavel's moments: `announced_ns` (any order) shifted so the first is at 0.
+    fn replay(announced_ns: &[u64], tick_ms: i64) -> Self {
+        let mut at: Vec<i64> = announced_ns
+            .iter()
+            .map(|&ns| (ns / 1_000_000) as i64)
+            .collect();
+        at.sort_unstable();
+        let first = at.first().copied().unwrap_or(0);
+        Self::new(at.into_iter().map(|t| t - first).collect(), tick_ms)
     }
 
-    /// Whether a `new_bid`, then a tick, is due at `now`.
+    /// `rate` `new_bid`s a second, evenly, for `seconds`.
+    fn even(rate: f64, seconds: f64, tick_ms: i64) -> Self {
+        let n = if rate > 0.0 {
+            (rate * seconds).ceil() as usize
+        } else {
+            0
+        };
+        let at = (0..n).map(|i| (i as f64 * 1_000.0 / rate) as i64).collect();
+        Self::new(at, tick_ms)
+    }
+
+    fn next_bid(&self) -> i64 {
+        self.bid_at.get(self.bids).copied().unwrap_or(i64::MAX)
+    }
+
+    /// Whether a `new_bid`, then a tick, is due at `now` (one `new_bid` per call: call again
+    /// when [`FloorClock::next`] is not after `now`).
     fn due(&mut self, now: i64) -> (bool, bool) {
         let bid = now >= self.next_bid();
         if bid {
@@ -1851,7 +1905,11 @@ impl FloorClock {
 
 /// The bare broadcast with the same W watchers, sent the frames [`FloorClock`] says; the same
 /// clients, the same receipts.
-async fn run_floor(plan: &Plan, new_bid_rate: f64, bars: &Bars) -> anyhow::Result<FloorFigures> {
+async fn run_floor(
+    plan: &Plan,
+    mut clock: FloorClock,
+    bars: &Bars,
+) -> anyhow::Result<FloorFigures> {
     let (mut child, pid, addr, mut stdin) = crate::bench_fanout::spawn_floor().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss_kib(pid)?;
@@ -1886,7 +1944,6 @@ async fn run_floor(plan: &Plan, new_bid_rate: f64, bars: &Bars) -> anyhow::Resul
     let run = bars.bar((plan.floor_seconds * 10.0) as u64, "floor broadcasting");
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(plan.floor_seconds);
-    let mut clock = FloorClock::new(new_bid_rate, plan.tick_ms);
     let mut triggers: HashMap<i64, u64> = HashMap::new();
     let mut n = 0i64;
     while Instant::now() < end {
@@ -1938,7 +1995,8 @@ async fn run_floor(plan: &Plan, new_bid_rate: f64, bars: &Bars) -> anyhow::Resul
     fig.tick_spread_ms = spread;
     Ok(FloorFigures {
         seconds: window,
-        new_bid_rate,
+        pace: plan.floor_pace,
+        new_bid_rate: n as f64 / plan.floor_seconds,
         figures: fig,
         server_cores,
         clients_cores,
@@ -2247,9 +2305,16 @@ impl Report {
         if let Some(f) = &self.floor {
             println!();
             println!(
-                "  floor (bare tokio-tungstenite broadcast, same {} watchers, {:.1} new_bid/s, \
+                "  floor (bare tokio-tungstenite broadcast, same {} watchers, {:.1} new_bid/s {}, \
                  {:.1} s, load {:.2})",
-                p.watchers, f.new_bid_rate, f.seconds, f.loadavg_1m
+                p.watchers,
+                f.new_bid_rate,
+                match f.pace {
+                    FloorPace::Replay => "at Gavel's moments",
+                    FloorPace::Even => "evenly spaced",
+                },
+                f.seconds,
+                f.loadavg_1m
             );
             println!(
                 "  new_bid → last watcher  {}   ({} of {})",
@@ -2327,22 +2392,39 @@ mod tests {
     #[test]
     fn the_floor_ticks_after_each_new_bid_like_the_ticker() {
         // 5 new_bids a second (one every 200 ms), ticks every second without a bid.
-        let mut c = FloorClock::new(5.0, 1_000);
+        let mut c = FloorClock::even(5.0, 1.0, 1_000);
         assert_eq!(c.due(0), (true, true));
         assert_eq!(c.next(), 200);
         assert_eq!(c.due(200), (true, true), "a tick right after each new_bid");
         // 50 new_bids a second (one every 20 ms): ticks no closer than the ticker's gap.
-        let mut c = FloorClock::new(50.0, 1_000);
+        let mut c = FloorClock::even(50.0, 1.0, 1_000);
         assert_eq!(c.due(0), (true, true));
         assert_eq!(c.due(20), (true, false));
         assert_eq!(c.due(40), (true, false));
         assert_eq!(c.next(), 50);
         assert_eq!(c.due(50), (false, true));
         // No bids: a tick every tick_ms.
-        let mut c = FloorClock::new(0.0, 1_000);
+        let mut c = FloorClock::even(0.0, 1.0, 1_000);
         assert_eq!(c.due(0), (false, true));
         assert_eq!(c.due(999), (false, false));
         assert_eq!(c.due(1_000), (false, true));
+    }
+
+    #[test]
+    fn the_floor_replays_gavels_moments_bursts_included() {
+        // Announced at 5.000 s, 5.003 s (a burst) and 5.400 s since the bench started, in any
+        // order: the floor sends at 0, 3 and 400 ms, and one new_bid per call when late.
+        let ms = 1_000_000;
+        let mut c = FloorClock::replay(&[5_400 * ms, 5_000 * ms, 5_003 * ms + 7], 1_000);
+        assert_eq!(c.due(0), (true, true));
+        assert_eq!(c.next(), 3);
+        assert_eq!(c.due(10), (true, false), "the second of the burst, late");
+        assert_eq!(c.next(), 50, "its tick waits for the ticker's gap");
+        assert_eq!(c.due(50), (false, true));
+        assert_eq!(c.next(), 400);
+        assert_eq!(c.due(400), (true, true));
+        assert_eq!(c.next(), 1_400, "then only the tick_ms tick");
+        assert_eq!(c.due(1_400), (false, true));
     }
 
     #[test]
