@@ -223,13 +223,7 @@ pub async fn serve_on(
             }
         }
     };
-    // Every socket closes itself (1001) once the edge stops; they read this flag when they
-    // wake instead of each polling the shutdown token.
-    let stop_sockets = async {
-        shutdown.cancelled().await;
-        state.hub.stop_sockets();
-    };
-    tokio::join!(server, housekeeping, router, stop_sockets);
+    tokio::join!(server, housekeeping, router);
     tracing::info!(%addr, "edge stopped");
     Ok(())
 }

@@ -276,11 +276,7 @@ where
         std::task::Poll::Pending => tokio::select! {
             biased;
             done = &mut write => done,
-            _ = conn.alarm() => match conn.ending() {
-                Some(ending) => return Written::Ending(ending),
-                // Not reached: the alarm only sounds once the flag is set.
-                None => write.await,
-            },
+            ending = conn.alarm() => return Written::Ending(ending),
             _ = tokio::time::sleep(STALL) => return Written::Stalled,
         },
     };

@@ -97,6 +97,14 @@ async fn next_of(ws: &mut Ws, ty: &str) -> Value {
     }
 }
 
+/// A socket of `token` subscribed to `event`, and the snapshot it got.
+async fn watching(addr: SocketAddr, token: &str, event: EventId) -> (Ws, Value) {
+    let mut ws = connect(addr, token).await;
+    send(&mut ws, json!({"type": "subscribe", "event_id": event})).await;
+    let snap = next_of(&mut ws, "snapshot").await;
+    (ws, snap)
+}
+
 /// An event with `n` lots in lane 1, the first open; a bidder running.
 async fn open_sale(env: &Env, n: usize) -> (EventId, Vec<LotId>, CancellationToken) {
     let (bidder, _) = env.spawn_bidder(env.bidder_config()).await;
@@ -292,24 +300,17 @@ async fn two_hundred_watchers_get_every_bid_in_order_and_a_stalled_one_is_droppe
         metrics.contains("gavel_ws_dropped_total{reason=\"slow\"} 1"),
         "{metrics}"
     );
-    let ended = tokio::time::timeout(WAIT, async {
-        loop {
-            match stalled.next().await {
-                Some(Ok(Message::Close(c))) => return c.map(|c| c.code),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the stalled socket was closed");
-    if let Ok(Some(code)) = ended {
+    // Panics unless the stalled socket ended in time.
+    if let Some((code, _)) = close_of(&mut stalled).await {
         assert_eq!(code, CloseCode::Policy);
     }
 }
 
 /// How the socket ended: its close frame's code and reason.
-async fn close_of(ws: &mut Ws) -> Option<(CloseCode, String)> {
+async fn close_of<S>(ws: &mut WebSocketStream<S>) -> Option<(CloseCode, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     tokio::time::timeout(WAIT, async {
         loop {
             match ws.next().await {
@@ -330,13 +331,7 @@ async fn a_stopping_edge_closes_every_socket_with_going_away() {
     let users = env.users(1, true).await;
     let e = edge(&env, |_| {}).await;
     let t = token(users[0]);
-    let mut watcher = connect(e.addr, &t).await;
-    send(
-        &mut watcher,
-        json!({"type": "subscribe", "event_id": event}),
-    )
-    .await;
-    next_of(&mut watcher, "snapshot").await;
+    let (mut watcher, _) = watching(e.addr, &t, event).await;
     // A socket that watches nothing; its pong shows the edge runs it.
     let mut idle = connect(e.addr, &t).await;
     send(&mut idle, json!({"type": "ping", "t": 1})).await;
@@ -356,13 +351,7 @@ async fn bad_frames_get_their_documented_answers_and_the_socket_stays() {
     let e = edge(&env, |_| {}).await;
     let t = token(users[0]);
     let mut ws = connect(e.addr, &t).await;
-    let mut watcher = connect(e.addr, &t).await;
-    send(
-        &mut watcher,
-        json!({"type": "subscribe", "event_id": event}),
-    )
-    .await;
-    next_of(&mut watcher, "snapshot").await;
+    let (mut watcher, _) = watching(e.addr, &t, event).await;
 
     let cases: Vec<(String, &str, &str)> = vec![
         ("{not json".into(), "error", "bad_frame"),
@@ -480,16 +469,12 @@ async fn a_client_that_moves_to_another_edge_gets_the_same_snapshot() {
     let first = edge(&env, |_| {}).await;
     let second = edge(&env, |_| {}).await;
     let t = token(users[0]);
-    let mut a = connect(first.addr, &t).await;
-    send(&mut a, json!({"type": "subscribe", "event_id": event})).await;
-    next_of(&mut a, "snapshot").await;
+    let (mut a, _) = watching(first.addr, &t, event).await;
     let seq = env.bid(lots[0], users[0], 100_000, None, "one").await;
     env.wait_applied(lots[0], seq).await;
     let nb = next_of(&mut a, "new_bid").await;
 
-    let mut b = connect(second.addr, &t).await;
-    send(&mut b, json!({"type": "subscribe", "event_id": event})).await;
-    let snap = next_of(&mut b, "snapshot").await;
+    let (_b, snap) = watching(second.addr, &t, event).await;
     let lot = &snap["lanes"][0]["lot"];
     assert_eq!(lot["version"], nb["version"]);
     assert_eq!(lot["high"], nb["amount"]);
@@ -497,9 +482,7 @@ async fn a_client_that_moves_to_another_edge_gets_the_same_snapshot() {
     assert_eq!(lot["ends_at"], nb["ends_at"]);
     assert_eq!(lot["min_next"], nb["min_next"]);
     // A fresh subscriber on the first edge sees the same lot.
-    let mut c = connect(first.addr, &t).await;
-    send(&mut c, json!({"type": "subscribe", "event_id": event})).await;
-    let snap_first = next_of(&mut c, "snapshot").await;
+    let (_c, snap_first) = watching(first.addr, &t, event).await;
     assert_eq!(snap_first["lanes"], snap["lanes"]);
 
     // The monitor's count spans both edges (each reports every second).

@@ -1821,7 +1821,6 @@ fn compare(views: &[Arc<Mutex<View>>], truth: &Truth) -> Vec<String> {
 #[derive(Debug, Clone, serde::Serialize)]
 struct FloorFigures {
     seconds: f64,
-    pace: FloorPace,
     new_bid_rate: f64,
     figures: Figures,
     server_cores: f64,
@@ -1995,7 +1994,6 @@ async fn run_floor(
     fig.tick_spread_ms = spread;
     Ok(FloorFigures {
         seconds: window,
-        pace: plan.floor_pace,
         new_bid_rate: n as f64 / plan.floor_seconds,
         figures: fig,
         server_cores,
@@ -2309,7 +2307,7 @@ impl Report {
                  {:.1} s, load {:.2})",
                 p.watchers,
                 f.new_bid_rate,
-                match f.pace {
+                match p.floor_pace {
                     FloorPace::Replay => "at Gavel's moments",
                     FloorPace::Even => "evenly spaced",
                 },

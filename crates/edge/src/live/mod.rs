@@ -138,9 +138,15 @@ impl Conn {
         self.ready.notified().await
     }
 
-    /// Waits until the socket must end (after [`Conn::ending`] says so).
-    pub(crate) async fn alarm(&self) {
-        self.alarm.notified().await
+    /// Waits until the socket must end, and says why.
+    pub(crate) async fn alarm(&self) -> Ending {
+        loop {
+            if let Some(ending) = self.ending() {
+                return ending;
+            }
+            // A flag set since the check left a permit: this wait ends at once.
+            self.alarm.notified().await;
+        }
     }
 
     /// Why the socket must end, if it must.
@@ -156,7 +162,7 @@ impl Conn {
     }
 
     pub(crate) fn is_slow(&self) -> bool {
-        self.ending.load(Ordering::Acquire) & SLOW != 0
+        self.ending() == Some(Ending::Slow)
     }
 
     /// The waiting frames, up to `max` of them, taken with one lock. When more wait, the
@@ -286,7 +292,15 @@ impl Hub {
         // only then).
         self.nats.flush().await?;
         let hub = self.clone();
-        Ok(async move { hub.route(auction, users, presence).await })
+        Ok(async move {
+            // Every socket closes itself (1001) once the edge stops: sockets read this flag when
+            // they wake instead of each polling the shutdown token.
+            let stop_sockets = async {
+                hub.shutdown.cancelled().await;
+                hub.stop_sockets();
+            };
+            tokio::join!(hub.clone().route(auction, users, presence), stop_sockets);
+        })
     }
 
     async fn route(
@@ -417,7 +431,7 @@ impl Hub {
     }
 
     /// The edge is stopping: every socket closes itself (1001) after what it is writing.
-    pub(crate) fn stop_sockets(&self) {
+    fn stop_sockets(&self) {
         for conn in self.users.lock().expect("users lock").values().flatten() {
             conn.stop();
         }
